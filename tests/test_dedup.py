@@ -61,3 +61,39 @@ def test_near_dedup_keeps_the_first_in_input_order():
 def test_near_dedup_handles_texts_shorter_than_a_shingle():
     records = [record(0, "Hi", "Yo"), record(1, "hi", "yo"), record(2, "Bye", "Ciao")]
     assert NearDedup().keep(records).tolist() == [0, 2]
+
+
+def datasketch_reference(records, threshold):
+    """The plain datasketch way: one MinHash per record, MinHashLSH candidates, each confirmed with MinHash.jaccard."""
+    from datasketch import MinHash, MinHashLSH
+
+    dedup = NearDedup(threshold=threshold)
+    lsh = MinHashLSH(threshold=threshold, num_perm=dedup.num_perm, weights=(0.1, 0.9))
+    kept, signatures = [], {}
+    for position, item in enumerate(records):
+        signature = MinHash(num_perm=dedup.num_perm, seed=dedup.seed)
+        signature.update_batch(list(dedup.shingles(item)))
+        if not any(signature.jaccard(signatures[other]) >= threshold for other in lsh.query(signature)):
+            lsh.insert(position, signature)
+            signatures[position] = signature
+            kept.append(position)
+    return kept
+
+
+def test_near_dedup_keeps_what_datasketch_minhash_lsh_keeps():
+    import random
+
+    rng = random.Random(7)
+    words = LONG_ANSWER.lower().replace(",", "").replace(".", "").split()
+    records = []
+    for index in range(300):
+        if records and rng.random() < 0.4:
+            answer = records[rng.randrange(len(records))].response.split()
+            for _ in range(rng.randint(0, 3)):
+                answer[rng.randrange(len(answer))] = rng.choice(words)
+            answer = " ".join(answer)
+        else:
+            answer = " ".join(rng.choice(words) for _ in range(rng.randint(2, 60)))
+        records.append(record(index, "Describe it.", answer))
+    for threshold in (0.5, 0.8, 0.9):
+        assert NearDedup(threshold=threshold).keep(records).tolist() == datasketch_reference(records, threshold)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Sequence
 
 import numpy as np
@@ -53,11 +54,12 @@ class ExactDedup:
 class NearDedup:
     """Drops a record whose MinHash-estimated Jaccard similarity to an earlier kept record reaches `threshold`.
 
-    Shingles are word `ngram`s of the normalised user and assistant text. Candidates come
-    from MinHash LSH (datasketch), so the pass is linear in the data; its bands are tuned to
-    miss few duplicates, and each candidate is confirmed with the estimated Jaccard of the two signatures before the record is dropped.
-    A record is compared only with records already kept, so a chain A~B~C where A and C
-    differ keeps A and C.
+    Shingles are word `ngram`s of the lowercased user and assistant text. Signatures are
+    datasketch's MinHash (SHA-1 of each shingle, then its permutations); candidates come from
+    LSH bands, so the pass is linear in the data. The bands are datasketch's MinHashLSH choice
+    for the threshold, tuned to miss few duplicates, and each candidate is confirmed with the
+    estimated Jaccard of the two signatures before the record is dropped. A record is compared
+    only with records already kept, so a chain A~B~C where A and C differ keeps A and C.
     """
 
     threshold: float = 0.8
@@ -75,30 +77,62 @@ class NearDedup:
 
     def shingles(self, record: Record) -> set[bytes]:
         """The record's word n-grams (the whole text as one shingle when it is shorter than n words)."""
-        words = _WORD.findall(" \n ".join(conversation_text(record)))
+        # Words are runs of \w, which never hold whitespace, so lowercasing is all the normalising they need.
+        words = _WORD.findall(" \n ".join(turn.text.lower() for turn in record.turns if turn.role != "system"))
         if len(words) < self.ngram:
             return {" ".join(words).encode("utf-8")}
-        return {" ".join(words[i : i + self.ngram]).encode("utf-8") for i in range(len(words) - self.ngram + 1)}
+        return set(map(str.encode, map(" ".join, zip(*(words[i:] for i in range(self.ngram))))))
+
+    def shingle_hashes(self, record: Record) -> list[int]:
+        """datasketch's default shingle hash (the first 4 bytes of SHA-1, little-endian), for every shingle at once."""
+        digests = b"".join(map(_DIGEST, map(hashlib.sha1, self.shingles(record))))
+        return np.frombuffer(digests, dtype="<u4")[:: _SHA1_WORDS].tolist()
 
     def keep(self, records: Sequence[Record]) -> np.ndarray:
         """Positions (into `records`) of the records kept, in input order."""
         from datasketch import MinHash, MinHashLSH
 
-        # Candidates are confirmed below, so the bands are tuned against missed duplicates, not false candidates.
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, weights=(0.1, 0.9))
-        signatures: dict[int, MinHash] = {}
+        # Only the index's band layout is used. Candidates are confirmed below, so the bands
+        # are tuned against missed duplicates, not false candidates.
+        layout = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, weights=(0.1, 0.9))
+        bands = [slice(band * layout.r, (band + 1) * layout.r) for band in range(layout.b)]
+        # The shingles arrive hashed (int leaves them as they are), so datasketch only applies its permutations.
+        hasher = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=int)
+        empty = hasher.hashvalues.copy()
+        signatures = np.empty((len(records), self.num_perm), dtype=empty.dtype)
+        buckets: list[dict[bytes, list[int]]] = [{} for _ in bands]
         kept: list[int] = []
-        template = MinHash(num_perm=self.num_perm, seed=self.seed)
         with progress("near-dedup", total=len(records), unit="records") as bar:
-            for position, record in enumerate(records):
-                signature = template.copy()
-                signature.update_batch(list(self.shingles(record)))
-                duplicate = any(
-                    signature.jaccard(signatures[other]) >= self.threshold for other in lsh.query(signature)
-                )
-                if not duplicate:
-                    lsh.insert(position, signature, check_duplication=False)
-                    signatures[position] = signature
+            for start in range(0, len(records), _SIGNATURE_BLOCK):
+                end = min(start + _SIGNATURE_BLOCK, len(records))
+                for position in range(start, end):
+                    hasher.hashvalues = empty.copy()
+                    hasher.update_batch(self.shingle_hashes(records[position]))
+                    signatures[position] = hasher.hashvalues
+                band_keys = [_row_bytes(signatures[start:end, band]) for band in bands]
+                for position in range(start, end):
+                    keys = [band_key[position - start] for band_key in band_keys]
+                    candidates = {other for bucket, key in zip(buckets, keys) for other in bucket.get(key, ())}
+                    if candidates and self._has_near_copy(signatures, position, list(candidates)):
+                        continue
+                    for bucket, key in zip(buckets, keys):
+                        bucket.setdefault(key, []).append(position)
                     kept.append(position)
-                bar.advance()
+                bar.advance(end - start)
         return np.asarray(kept, dtype=np.int64)
+
+    def _has_near_copy(self, signatures: np.ndarray, position: int, candidates: list[int]) -> bool:
+        """Whether any candidate's signature estimates a Jaccard similarity of at least the threshold (as MinHash.jaccard does)."""
+        matches = np.count_nonzero(signatures[candidates] == signatures[position], axis=1)
+        return bool(np.any(matches / self.num_perm >= self.threshold))
+
+
+_DIGEST = methodcaller("digest")
+_SHA1_WORDS = 5  # a SHA-1 digest is five 4-byte words
+_SIGNATURE_BLOCK = 4096
+
+
+def _row_bytes(rows: np.ndarray) -> list[bytes]:
+    """Each row of a 2-D array as one bytes object: LSH bucket keys for a whole block at once."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel().tolist()
