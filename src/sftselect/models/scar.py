@@ -5,6 +5,11 @@ A checkpoint is a folder with `config.json` (`model_type: "style_ranker"`, `enco
 and `model.safetensors` when we write it) whose keys are `encoder.*`,
 `relation_network.{0,2}.*` and `output_layer.{0,2}.*`. Folders written here load in the
 official `scar-tool` package and the other way round.
+
+Two smaller forms load here too: a heads-only checkpoint (no `encoder.*` keys) takes every
+encoder weight from `encoder_name`, and a partial one (some `encoder.*` keys, but not the
+embeddings) takes the rest from `encoder_name` and replaces the layers it holds, which is how the
+bundled ranker ships its fine-tuned top layer in a few megabytes.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ def _needs_remote_code(encoder_name: str) -> bool:
     return "AutoModel" in (config_dict.get("auto_map") or {})
 
 
-def _max_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def max_pool_tokens(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Per-dimension maximum over the real tokens; padding never wins."""
     padding = (attention_mask == 0).unsqueeze(-1)
     return token_states.masked_fill(padding, torch.finfo(token_states.dtype).min).amax(dim=1)
@@ -142,7 +147,7 @@ class StyleRanker(nn.Module):
         token_states = output.last_hidden_state
         pooled = getattr(output, "pooler_output", None)
         sentence = pooled if pooled is not None else token_states[:, 0]
-        return sentence, _max_pool(token_states, attention_mask)
+        return sentence, max_pool_tokens(token_states, attention_mask)
 
     def heads(
         self, instruction_vectors: torch.Tensor, response_vectors: torch.Tensor, response_forms: torch.Tensor
@@ -216,11 +221,12 @@ class StyleRanker(nn.Module):
         content = _read_config(folder)
         config = RankerConfig(content["encoder_name"], int(content["hidden_dim"]), int(content["linear_dim"]))
         state_dict, weights_file = _read_state_dict(folder)
-        has_encoder_weights = any(key.startswith("encoder.") for key in state_dict)
+        # A checkpoint without the embeddings replaces only some encoder layers (see the module docstring).
+        has_whole_encoder = any(key.startswith("encoder.embeddings.") for key in state_dict)
         encoder_location = resolve_encoder_name(config.encoder_name)
         try:
             remote = _needs_remote_code(encoder_location)
-            if has_encoder_weights:
+            if has_whole_encoder:
                 encoder_config = _encoder_config(content, encoder_location, remote)
                 encoder = AutoModel.from_config(encoder_config, trust_remote_code=remote)
             else:
@@ -238,7 +244,7 @@ class StyleRanker(nn.Module):
             missing, unexpected = ranker.load_state_dict(state_dict, strict=False)
         except RuntimeError as error:
             raise ModelLoadError(f"{weights_file} does not fit the sizes in {folder / CONFIG_FILE}: {error}") from error
-        missing = [key for key in missing if has_encoder_weights or not key.startswith("encoder.")]
+        missing = [key for key in missing if has_whole_encoder or not key.startswith("encoder.")]
         # Checkpoints saved by other transformers versions may carry buffers that ours
         # recomputes (position ids, rotary tables); the official loader ignores them too.
         unexpected = [key for key in unexpected if not key.endswith(_RECOMPUTED_BUFFERS)]
@@ -251,22 +257,40 @@ class StyleRanker(nn.Module):
         ranker.weights_sha256 = file_digest(weights_file)
         return ranker.to(_pick_device(device)).eval()
 
-    def save_pretrained(self, folder: str | os.PathLike, include_encoder: bool = True) -> Path:
-        """Write an official-format checkpoint (config, tokenizer, both weight files) atomically."""
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike,
+        include_encoder: bool | Sequence[str] = True,
+        encoder_dtype: torch.dtype | None = None,
+        safetensors_only: bool = False,
+    ) -> Path:
+        """Write an official-format checkpoint (config, tokenizer, both weight files) atomically.
+
+        `include_encoder` may also be key prefixes (`encoder.encoder.layer.5.`): only those encoder
+        weights are saved, optionally cast to `encoder_dtype`, and loading takes the rest from
+        `encoder_name`. `safetensors_only` leaves out `pytorch_model.bin`, which the official
+        package needs but this one does not.
+        """
         from safetensors.torch import save_file
 
         destination = Path(folder)
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+        whole_encoder = include_encoder is True
+        prefixes = () if isinstance(include_encoder, bool) else tuple(include_encoder)
         try:
-            state_dict = {
-                key: value.detach().to("cpu").clone().contiguous()
-                for key, value in self.state_dict().items()
-                if include_encoder or not key.startswith("encoder.")
-            }
-            torch.save(state_dict, staging / TORCH_WEIGHTS)
+            state_dict = {}
+            for key, value in self.state_dict().items():
+                if key.startswith("encoder."):
+                    if not whole_encoder and not key.startswith(prefixes):
+                        continue
+                    if encoder_dtype is not None and value.is_floating_point():
+                        value = value.to(encoder_dtype)
+                state_dict[key] = value.detach().to("cpu").clone().contiguous()
+            if not safetensors_only:
+                torch.save(state_dict, staging / TORCH_WEIGHTS)
             save_file(state_dict, str(staging / SAFE_WEIGHTS), metadata={"format": "pt"})
-            encoder_config = self.encoder.config.to_dict() if include_encoder else None
+            encoder_config = self.encoder.config.to_dict() if whole_encoder else None
             (staging / CONFIG_FILE).write_text(json.dumps(self.config.to_json(encoder_config), indent=2) + "\n")
             self.tokenizer.save_pretrained(str(staging))
             if destination.exists():
