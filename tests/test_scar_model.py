@@ -161,3 +161,19 @@ def test_weights_that_do_not_fit_the_config_are_refused(saved, tmp_path):
 def test_uncached_hub_id_offline_says_so():
     with pytest.raises(ModelLoadError, match="lizhuang144/scar-gte-base.*not in the local Hugging Face cache"):
         StyleRanker.from_pretrained("lizhuang144/scar-gte-base")
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_scores_do_not_depend_on_how_many_cpu_threads_run_the_batches(ranker, threads):
+    instructions = ["Name a colour.", "Add two and two.", "Tell a long story. " * 20] * 3
+    responses = [f"Reply {index}: " + "word " * (index * 7) for index in range(len(instructions))]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_at_a_time = ranker.score_pairs(instructions, responses, batch_size=2, show_progress=False)
+        torch.set_num_threads(threads)
+        side_by_side = ranker.score_pairs(instructions, responses, batch_size=2, show_progress=False)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_allclose(side_by_side, one_at_a_time, atol=1e-6)
