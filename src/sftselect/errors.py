@@ -22,6 +22,14 @@ class DataError(SftselectError):
             where += f", record {record}"
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # An error raised on a Ray worker reaches the driver pickled; the default would lose the keywords.
+        return (_data_error, (self.path, self.problem, self.line, self.record))
+
+
+def _data_error(path: str, problem: str, line: int | None, record: int | None) -> DataError:
+    return DataError(path, problem, line=line, record=record)
+
 
 class ModelLoadError(SftselectError):
     """A model or checkpoint could not be found, downloaded or read."""

@@ -30,7 +30,7 @@ EXTENSIONS = {
     ".csv": "csv",
 }
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_BOM = "\ufeff"
+BOM = "\ufeff"
 CSV_CHECK_BYTES = 64 << 20
 
 
@@ -121,7 +121,7 @@ def read_json_array(path: Path, gzipped: bool) -> tuple[Layout, list[RawItem]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _not_utf8(path, data, error) from None
-    bom = text.startswith(_BOM)
+    bom = text.startswith(BOM)
     if bom:
         text = text[1:]
     if not text.strip():
@@ -190,7 +190,7 @@ def write_json_array(handle: io.TextIOBase, items: Iterator[tuple[int, str]], la
     elsewhere, the input's usual separator.
     """
     if layout.bom:
-        handle.write(_BOM)
+        handle.write(BOM)
     previous = None
     for number, raw in items:
         if previous is None:
@@ -230,26 +230,55 @@ def iter_jsonl(path: Path, gzipped: bool, keep_text: bool = False, only: set[int
                 continue
             if only is not None and number not in only:
                 yield RawItem(number, line=line_number, offset=start, length=length)
-                number += 1
-                continue
-            try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError as error:
-                problem = _not_utf8(path, content, error, line=line_number).problem
-                yield RawItem(number, line=line_number, raw=content.decode("utf-8", "replace"), offset=start, length=length, error=problem)
-                number += 1
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as error:
-                yield RawItem(number, line=line_number, raw=text, offset=start, length=length,
-                              error=f"malformed JSON: {error.msg} (column {error.colno})")
-                number += 1
-                continue
-            yield RawItem(number, value, line=line_number, raw=text if keep_text else None, offset=start, length=length)
+            else:
+                yield _jsonl_item(path, number, line_number, content, start, keep_text)
             number += 1
     if number == 0:
         raise DataError(str(path), "file is empty" if offset == 0 else "contains no records (only blank lines)")
+
+
+def read_jsonl_range(path: Path, start: int, end: int) -> tuple[list[RawItem], int]:
+    """The items of the lines of a plain JSONL file that begin in the byte range [start, end), and how many lines that is.
+
+    Lines are split exactly as `iter_jsonl` splits them, so ranges that tile a file give its
+    items, blank lines skipped; numbers and lines count from 0 and 1 within the range.
+    """
+    items: list[RawItem] = []
+    lines = 0
+    with open(path, "rb") as handle:
+        offset = start
+        if start > 0:
+            # A line belongs to the range holding its first byte: skip the one started before.
+            handle.seek(start - 1)
+            offset = start - 1 + len(handle.readline())
+        while offset < end:
+            line = handle.readline()
+            if not line:
+                break
+            lines += 1
+            content, line_start = line, offset
+            offset += len(line)
+            if line_start == 0 and content.startswith(b"\xef\xbb\xbf"):
+                content, line_start = content[3:], 3
+            if content.strip():
+                items.append(_jsonl_item(path, len(items), lines, content, line_start, keep_text=False))
+    return items, lines
+
+
+def _jsonl_item(path: Path, number: int, line_number: int, content: bytes, start: int, keep_text: bool) -> RawItem:
+    """One non-blank JSONL line as an item: its value, or why it cannot be read (with its text)."""
+    length = len(content)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        problem = _not_utf8(path, content, error, line=line_number).problem
+        return RawItem(number, line=line_number, raw=content.decode("utf-8", "replace"), offset=start, length=length, error=problem)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return RawItem(number, line=line_number, raw=text, offset=start, length=length,
+                       error=f"malformed JSON: {error.msg} (column {error.colno})")
+    return RawItem(number, value, line=line_number, raw=text if keep_text else None, offset=start, length=length)
 
 
 def jsonl_layout(path: Path, gzipped: bool) -> Layout:
@@ -289,15 +318,20 @@ def read_jsonl_lines(path: Path, spans: list[tuple[int, int]]) -> Iterator[str]:
 def write_lines(handle: io.TextIOBase, raws: Iterator[str], layout: Layout) -> None:
     """Write lines, each with its own ending (the file's ending where it had none), shaped like the input."""
     if layout.bom:
-        handle.write(_BOM)
+        handle.write(BOM)
     pending = ""
     for raw in raws:
         handle.write(pending)
-        body = raw.rstrip("\r\n")
+        body, pending = split_line_ending(raw, layout.newline)
         handle.write(body)
-        pending = raw[len(body) :] or layout.newline
     if pending and layout.ends_with_newline:
         handle.write(pending)
+
+
+def split_line_ending(raw: str, newline: str) -> tuple[str, str]:
+    """A line's text and its own ending (`newline` where it had none: the input's last line)."""
+    body = raw.rstrip("\r\n")
+    return body, raw[len(body) :] or newline
 
 
 # CSV ------------------------------------------------------------------------------
@@ -392,7 +426,7 @@ def _not_utf8_streamed(path: Path, error: UnicodeDecodeError, line: int) -> Data
 def write_csv_rows(handle: io.TextIOBase, raws: Iterator[str], layout: Layout) -> None:
     """Write the header and rows' exact texts."""
     if layout.bom:
-        handle.write(_BOM)
+        handle.write(BOM)
     handle.write(layout.header or "")
     for raw in raws:
         handle.write(raw if raw.endswith("\n") else raw + layout.newline)

@@ -23,7 +23,7 @@ from sftselect.io.containers import (
     sniff_container,
 )
 from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of
-from sftselect.records import Record
+from sftselect.records import Record, Turn
 
 ON_ERROR = ("raise", "skip")
 DETECTION_SAMPLE = 100
@@ -129,7 +129,7 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
     return Source(path, "hf_disk", layout, iter_hf_rows(dataset, batch_size), hf_dataset=dataset)
 
 
-class _RecordReader:
+class RecordReader:
     """Turns raw items into Records: detects the format on the first good record, then parses each."""
 
     def __init__(self, name: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str):
@@ -145,6 +145,13 @@ class _RecordReader:
         if format is not None and format not in FORMATS:
             raise OptionError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
 
+    @classmethod
+    def with_format(cls, name: str, format: str, fields: Mapping[str, str]) -> "RecordReader":
+        """A reader for records whose format and fields another reader decided on the first records."""
+        reader = cls(name, format, None, "raise")
+        reader.format, reader.fields = FORMATS[format], dict(fields)
+        return reader
+
     def records(self, items: Iterator[RawItem]) -> Iterator[tuple[RawItem, Record | None]]:
         """Each item with its Record (None when skipped), the format decided on the first records."""
         buffered: list[RawItem] = []
@@ -153,18 +160,18 @@ class _RecordReader:
                 buffered.append(item)
                 if len(buffered) < DETECTION_SAMPLE:
                     continue
-                self._decide(buffered)
+                self.decide(buffered)
                 for early in buffered:
                     yield early, self.read(early)
                 buffered = []
                 continue
             yield item, self.read(item)
         if buffered:
-            self._decide(buffered)
+            self.decide(buffered)
             for early in buffered:
                 yield early, self.read(early)
 
-    def _decide(self, sample: list[RawItem]) -> None:
+    def decide(self, sample: list[RawItem]) -> None:
         """The format most of the first records fit (the first record's format among equals)."""
         votes: Counter[str] = Counter()
         found: dict[str, tuple[Format, dict[str, str]]] = {}
@@ -196,23 +203,34 @@ class _RecordReader:
         problem = item.error
         if problem is None:
             try:
-                if not is_mapping(item.value):
-                    raise RecordProblem(f"record is {kind_of(item.value)}, expected an object")
-                turns = self.format.to_turns(item.value, self.fields)
-                return Record(id=self._id(item), turns=turns, original=item.value, index=item.number)
+                turns, own_id = self.parse(item.value)
+                return self.record(item.number, item.value, turns, own_id)
             except RecordProblem as error:
                 problem = str(error)
+        self.reject(item, problem)
+        return None
+
+    def parse(self, value: Any) -> tuple[tuple[Turn, ...], str | None]:
+        """A raw record's turns and its own id (None when it has none); raises RecordProblem."""
+        if not is_mapping(value):
+            raise RecordProblem(f"record is {kind_of(value)}, expected an object")
+        turns = self.format.to_turns(value, self.fields)
+        own_id = value.get("id")
+        if own_id is None and self.format.id_field != "id":
+            own_id = value.get(self.format.id_field)
+        return turns, (str(own_id) if own_id is not None else None)
+
+    @staticmethod
+    def record(number: int, value: Any, turns: tuple[Turn, ...], own_id: str | None) -> Record:
+        """The Record of a parsed value; a record without an id of its own is named by its number."""
+        return Record(id=own_id if own_id is not None else str(number), turns=turns, original=value, index=number)
+
+    def reject(self, item: RawItem, problem: str) -> None:
+        """A record that cannot be read: raise DataError under on_error="raise", else set it aside."""
         if self.on_error == "raise":
             raise DataError(self.name, problem, line=item.line, record=item.number)
         raw = item.raw.rstrip("\r\n") if item.raw is not None else _jsonable(item.value)
         self.skipped.append(Skipped(item.number, item.line, problem, raw))
-        return None
-
-    def _id(self, item: RawItem) -> str:
-        value = item.value.get("id")
-        if value is None and self.format is not None and self.format.id_field != "id":
-            value = item.value.get(self.format.id_field)
-        return str(value) if value is not None else str(item.number)
 
 
 def _jsonable(value: Any) -> Any:
@@ -226,6 +244,14 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def check_any_read(name: str, records: list[Record], skipped: list[Skipped], count: int) -> None:
+    """Refuse an input whose every record was skipped, naming the first one's problem."""
+    if not records:
+        first = skipped[0]
+        raise DataError(name, f"no record could be read; all {count} were skipped, the first because: {first.reason}",
+                        line=first.line, record=first.record)
+
+
 def read_dataset(
     source: Any,
     format: str | None = None,
@@ -234,7 +260,7 @@ def read_dataset(
 ) -> Dataset:
     """Read a file, a `save_to_disk` folder or a `datasets.Dataset` into Records, detecting container and format."""
     opened = open_source(source, keep_text=True)
-    reader = _RecordReader(opened.name, format, field_map, on_error)
+    reader = RecordReader(opened.name, format, field_map, on_error)
     records: list[Record] = []
     texts: list[str] = []
     spans = array("q")
@@ -248,10 +274,7 @@ def read_dataset(
             texts.append(item.raw)
         elif opened.container == "jsonl":
             spans.extend((item.offset, item.length))
-    if not records:
-        first = reader.skipped[0]
-        raise DataError(opened.name, f"no record could be read; all {count} were skipped, the first because: {first.reason}",
-                        line=first.line, record=first.record)
+    check_any_read(opened.name, records, reader.skipped, count)
     return Dataset(
         records=records,
         format=reader.format.name,
@@ -284,7 +307,7 @@ class RecordStream:
         skipped: list[Skipped] | None = None,
     ):
         self._opened = open_source(source, keep_text=False, batch_size=batch_size)
-        self._reader = _RecordReader(self._opened.name, format, field_map, on_error)
+        self._reader = RecordReader(self._opened.name, format, field_map, on_error)
         if skipped is not None:
             self._reader.skipped = skipped
         self.batch_size = batch_size

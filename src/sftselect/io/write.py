@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import atomic_path, atomic_text, check_destination
 from sftselect.io.containers import (
+    BOM,
     EXTENSIONS,
     Layout,
     csv_cell,
     read_jsonl_lines,
+    split_line_ending,
     take_parquet_rows,
     write_csv_rows,
     write_json_array,
@@ -73,6 +76,17 @@ def write_selection(
     streamed once: `indices` are input record numbers (`Record.index`) and each score array
     is aligned with `indices`. Records skipped while reading go to `dest.skipped.jsonl`.
     """
+    return plan_selection(data, indices, dest, scores, overwrite).write()
+
+
+def plan_selection(
+    data: Dataset | str | Path,
+    indices: Sequence[int],
+    dest: str | Path,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    overwrite: bool = False,
+) -> "SelectionWrite":
+    """Check a selection and gather what writing it needs (arguments as for `write_selection`); writes nothing."""
     dest = Path(dest)
     if isinstance(data, (str, Path)):
         picked = _pick_streamed(Path(data), [int(i) for i in indices])
@@ -92,15 +106,88 @@ def write_selection(
     if skipped:
         check_destination(skipped_path(dest), source_path, overwrite)
     _check_score_names(picked)
-    target = dest_container(dest, picked.container)
-    if target == picked.container or (target == "hf_disk" and picked.container in _HF_CONTAINERS):
-        _write_same_container(picked, dest)
-    else:
-        rows = [_with_scores(original, picked, position) for position, original in enumerate(picked.originals)]
-        write_rows(rows, dest, target, schema=picked.layout.schema)
-    if skipped:
-        write_skipped(skipped, skipped_path(dest))
-    return dest
+    return SelectionWrite(picked, dest, dest_container(dest, picked.container), skipped)
+
+
+@dataclass
+class JsonlPart:
+    """A run of selected lines of a plain JSONL input, in writing order, with their scores: one piece of the output."""
+
+    spans: list[tuple[int, int]]
+    score_columns: dict[str, list[Any]]
+
+
+@dataclass
+class SelectionWrite:
+    """A checked selection ready to write: the records to copy, the destination and its container."""
+
+    picked: _Picked
+    dest: Path
+    target: str
+    skipped: list[Skipped]
+
+    @property
+    def copies_jsonl_lines(self) -> bool:
+        """Whether it copies lines of a plain JSONL input into a plain JSONL file: the case that can be written in parts."""
+        return self.picked.container == self.target == "jsonl"
+
+    def write(self) -> Path:
+        """Write the selection in one pass, then the skipped records beside it."""
+        picked = self.picked
+        if self.target == picked.container or (self.target == "hf_disk" and picked.container in _HF_CONTAINERS):
+            _write_same_container(picked, self.dest)
+        else:
+            rows = [_with_scores(original, picked, position) for position, original in enumerate(picked.originals)]
+            write_rows(rows, self.dest, self.target, schema=picked.layout.schema)
+        return self._write_skipped()
+
+    def jsonl_parts(self, part_size: int) -> list[JsonlPart]:
+        """The lines to copy in parts of at most `part_size`, in writing order (see `write_jsonl_part`)."""
+        spans = self.picked.texts
+        return [
+            JsonlPart(
+                spans=[tuple(span) for span in spans[start : start + part_size]],
+                score_columns={name: values[start : start + part_size] for name, values in self.picked.score_columns.items()},
+            )
+            for start in range(0, len(spans), part_size)
+        ]
+
+    def join_jsonl_parts(self, files: Sequence[Path], last_ending: int) -> Path:
+        """Assemble the files `write_jsonl_part` wrote, in order, into the destination (atomically), then the skipped records.
+
+        `last_ending` is the byte length of the last line's ending, dropped when the input's
+        last line had none, as `write_lines` does.
+        """
+        layout = self.picked.layout
+        with atomic_path(self.dest) as temporary, open(temporary, "wb") as target:
+            if layout.bom:
+                target.write(BOM.encode("utf-8"))
+            for file in files:
+                with open(file, "rb") as part:
+                    shutil.copyfileobj(part, target)
+            if files and not layout.ends_with_newline:
+                target.truncate(target.tell() - last_ending)
+        return self._write_skipped()
+
+    def _write_skipped(self) -> Path:
+        if self.skipped:
+            write_skipped(self.skipped, skipped_path(self.dest))
+        return self.dest
+
+
+def write_jsonl_part(source: Path, part: JsonlPart, newline: str, dest: Path) -> int:
+    """Copy a part's lines of a plain JSONL file into `dest`, each with its own ending and its scores appended.
+
+    The lines are the bytes `write_selection` writes for them; returns the byte length of the last one's ending.
+    """
+    ending = ""
+    with open(dest, "w", encoding="utf-8", newline="") as handle:
+        for position, text in enumerate(read_jsonl_lines(source, part.spans)):
+            if part.score_columns:
+                text = append_fields(text, {name: values[position] for name, values in part.score_columns.items()})
+            body, ending = split_line_ending(text, newline)
+            handle.write(body + ending)
+    return len(ending)
 
 
 def write_indices(indices: Sequence[int], dest: str | Path, overwrite: bool = False) -> Path:
