@@ -210,6 +210,11 @@ class DeitaScorerModel:
             fingerprint=fingerprint,
         )
 
+    def to(self, device: str) -> "DeitaScorerModel":
+        """Move the model to `device` (a Ray actor puts it on its GPU); returns the scorer."""
+        self.model.to(device)
+        return self
+
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines this scorer's numbers."""

@@ -83,6 +83,11 @@ class CausalLMEmbedder:
         )
         return cls(model, tokenizer, name_or_path=str(name_or_path), max_length=max_length, batch_size=batch_size, fingerprint=fingerprint)
 
+    def to(self, device: str) -> "CausalLMEmbedder":
+        """Move the model to `device` (a Ray actor puts it on its GPU); returns the embedder."""
+        self.model.to(device)
+        return self
+
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the vectors."""
@@ -170,6 +175,11 @@ class SentenceEmbedder:
         folder = Path(path)
         self.fingerprint = folder_digest(folder) if folder.exists() else path
         self.name = f"sentence-embedding:{folder.name or path}"
+
+    def to(self, device: str) -> "SentenceEmbedder":
+        """Move the model to `device` (a Ray actor puts it on its GPU); returns the embedder."""
+        self.model.to(device)
+        return self
 
     @property
     def identity(self) -> dict[str, Any]:

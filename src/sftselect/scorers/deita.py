@@ -119,6 +119,11 @@ class _AspectScorer:
     def __init__(self, model: Any):
         self.model = model
 
+    def to(self, device: str) -> "_AspectScorer":
+        """Move the model to `device` (a Ray actor puts it on its GPU); returns the scorer."""
+        self.model.to(device)
+        return self
+
     @property
     def identity(self) -> dict[str, Any]:
         return {"scorer": self.name, **self.model.identity}
@@ -152,6 +157,12 @@ class DeitaScorer:
     def __init__(self, complexity_model: Any, quality_model: Any):
         self.complexity_model = complexity_model
         self.quality_model = quality_model
+
+    def to(self, device: str) -> "DeitaScorer":
+        """Move both models to `device` (a Ray actor puts them on its GPU); returns the scorer."""
+        self.complexity_model.to(device)
+        self.quality_model.to(device)
+        return self
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -169,6 +169,11 @@ class ScarScorer:
         self.turn_aggregate = turn_aggregate
         self.show_progress = show_progress
 
+    def to(self, device: str | torch.device) -> ScarScorer:
+        """Move the ranker to `device` (a Ray actor puts it on its GPU); on a GPU it runs in bf16. Returns the scorer."""
+        self.ranker = self.ranker.to(torch.device(device))
+        return self
+
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the scores: weights, encoder, truncation, aggregation, precision."""
