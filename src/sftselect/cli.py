@@ -47,7 +47,10 @@ cache_app = typer.Typer(
 )
 app.add_typer(cache_app, name="cache")
 CACHE_PATH_HELP = "The cache file (default: <user cache folder>/sftselect/scores.sqlite; SFTSELECT_CACHE_DIR moves the folder)."
-ENGINE_HELP = "Where models run: local (this process) or ray (a Ray cluster through Ray Data; pip install 'sftselect\\[ray]')."
+ENGINE_HELP = (
+    "Where reading, models and writing run: local (this process) or ray (a Ray cluster through Ray Data; "
+    "pip install 'sftselect\\[ray]'). With ray, plain JSONL is read and written in blocks by Ray tasks."
+)
 RAY_ADDRESS_HELP = "With --engine ray: the address of an existing Ray cluster (e.g. ray://head:10001); default: start a local one."
 
 
@@ -443,7 +446,7 @@ def select_command(
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
     from sftselect.errors import OptionError
-    from sftselect.io import read_dataset, write_indices, write_selection
+    from sftselect.io import read_dataset, write_indices
     from sftselect.io.options import read_arguments
     from sftselect.pipeline import SelectionSummary, budget_selector, load_embeddings, load_scores, run_selection
 
@@ -478,13 +481,14 @@ def select_command(
     if method == "deita" and diversity is None:
         diversity = 0.9
     summary = SelectionSummary()
+    cache = None if score_files else open_cache(no_cache, cache_path)
+    runner = get_engine(engine, ray_address, cache)
     with summary.step("reading"):
-        data = read_dataset(source, **read_arguments(format, fields, on_error))
+        data = runner.read(source, **read_arguments(format, fields, on_error))
     summary.read = data.input_count
     summary.skip_all(data.skipped)
     scores = load_scores(score_files, data.records, method) if score_files else None
     embeddings = load_embeddings(embeddings_file, data.records) if embeddings_file else None
-    cache = None if scores is not None else open_cache(no_cache, cache_path)
     selection = run_selection(
         data.records,
         keep=keep, top=top, min_score=min_score, method=method, ranker=ranker,
@@ -492,11 +496,11 @@ def select_command(
         dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
         diversity=diversity, scores=scores, embeddings=embeddings, embedder=embedder,
         batch_size=batch_size, device=device, order=order,
-        cache=cache, summary=summary, engine=get_engine(engine, ray_address, cache),
+        cache=cache, summary=summary, engine=runner,
     )
     with summary.step("writing"):
         if output is not None:
-            write_selection(data, selection.indices, output, scores=selection.scores if with_scores else None, overwrite=overwrite)
+            runner.write_selection(data, selection.indices, output, scores=selection.scores if with_scores else None, overwrite=overwrite)
             summary.written_to = output
         if indices_out is not None:
             write_indices([data.records[i].index for i in selection.indices], indices_out, overwrite=overwrite)
@@ -532,6 +536,8 @@ def score_command(
     dtype: str = typer.Option("float32", "--dtype", help="Model weights dtype: float32, bfloat16 or float16."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the score cache."),
     cache_path: Optional[str] = typer.Option(None, "--cache-path", help=CACHE_PATH_HELP),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     format: FormatOption = None,
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
@@ -539,16 +545,19 @@ def score_command(
 ) -> None:
     """Score every record with deita's complexity and/or quality scorer; write the scores beside the record ids."""
     from sftselect.errors import OptionError
-    from sftselect.io import read_dataset
     from sftselect.io.options import read_arguments
-    from sftselect.engine.cache import CachedPromptModel, open_cache
+    from sftselect.engine.cache import open_cache
+    from sftselect.engine.ray_engine import get_engine
     from sftselect.scorers import deita
 
     kinds = {"deita-complexity": ["complexity"], "deita-quality": ["quality"], "deita": ["complexity", "quality"]}.get(scorer)
     if kinds is None:
         raise OptionError(f"unknown --scorer {scorer!r}; choose deita-complexity, deita-quality or deita")
+    if engine == "ray" and backend == "vllm":
+        raise OptionError("--engine ray runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: leave out one of them")
     _refuse_input_as_output(source, output)
-    data = read_dataset(source, **read_arguments(format, fields, on_error))
+    runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
+    data = runner.read(source, **read_arguments(format, fields, on_error))
     ids = [record.id for record in data.records]
     known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
     if known is not None:
@@ -558,12 +567,9 @@ def score_command(
     defaults = {"complexity": "hkust-nlp/deita-complexity-scorer", "quality": "hkust-nlp/deita-quality-scorer"}
     options = {"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget}
     models = {
-        kind: deita.load_scorer_model(chosen[kind] or defaults[kind], backend=backend, **options)
+        kind: runner.prompt_model(deita.load_scorer_model(chosen[kind] or defaults[kind], backend=backend, **options))
         for kind in kinds if kind not in have
     }
-    cache = open_cache(no_cache, cache_path)
-    if cache is not None:
-        models = {kind: CachedPromptModel(model, cache) for kind, model in models.items()}
     result = deita.deita_turn_scores(data.records, models.get("complexity"), models.get("quality"), known)
     identity = {"scorer": scorer.replace("-", "_"), **{kind: m.identity for kind, m in models.items()}, "reused": reuse or []}
     deita.write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
@@ -597,7 +603,6 @@ def embed_command(
 ) -> None:
     """Embed every record for deita's diversity filter; write float32 vectors beside the record ids."""
     from sftselect.errors import OptionError
-    from sftselect.io import read_dataset
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
@@ -612,8 +617,8 @@ def embed_command(
     else:
         raise OptionError(f"unknown --embedder {embedder!r}; choose sentence or lm")
     _refuse_input_as_output(source, output)
-    data = read_dataset(source, **read_arguments(format, fields, on_error))
     runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
+    data = runner.read(source, **read_arguments(format, fields, on_error))
     if runner.name == "local" and runner.cache is None:
         vectors, truncated = encoder.embed_with_report(data.records)
     else:

@@ -88,6 +88,11 @@ def identity_namespace(identity: Mapping[str, Any], purpose: str) -> str:
     return hashlib.sha256(description.encode("utf-8")).hexdigest()
 
 
+def prompt_key(texts: Sequence[str]) -> str:
+    """The sha256 of what a deita prompt is made of: the instruction, or the instruction and the response."""
+    return hashlib.sha256(canonical_json(list(texts)).encode("utf-8")).hexdigest()
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces, so equal identities always hash equally."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -490,7 +495,7 @@ class CachedPromptModel:
             result = score([texts[p] for p in positions])
             return [[float(value), bool(cut)] for value, cut in zip(result.scores, result.truncated)]
 
-        keys = [hashlib.sha256(canonical_json(list(text)).encode("utf-8")).hexdigest() for text in texts]
+        keys = [prompt_key(text) for text in texts]
         name = str(self.identity.get("model") or type(self.inner).__name__)
         values, self.last_computed = cached_values(
             self.cache,

@@ -1,36 +1,45 @@
-"""Engines that run scorers and embedders over a pool: in this process, or on a Ray cluster through Ray Data.
+"""Engines that read, score, embed and write: in this process, or on a Ray cluster through Ray Data.
 
 Both engines look every record up in the score cache first and send only the misses to
 the model, committing results chunk by chunk, so either one resumes an interrupted run.
-Selection steps that need the whole pool run afterwards on the driver.
+Selection steps that need the whole pool run on the driver, between reading and writing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from sftselect.engine.cache import (
     CachedEmbedder,
+    CachedPromptModel,
     CachedScorer,
     ScoreCache,
     default_chunk_size,
     identity_namespace,
+    prompt_key,
     record_key,
     scorer_identity,
 )
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError, SftselectError
+from sftselect.io.dataset import Dataset, read_dataset
+from sftselect.io.write import plan_selection, write_selection
 from sftselect.records import Record, Turn
 
 ENGINES = ("local", "ray")
+PROMPT_KINDS = ("complexity", "quality")
 
 
 class LocalEngine:
-    """Runs models in this process, through the cache when one is given."""
+    """Reads, runs models and writes in this process, through the cache when one is given."""
 
     name = "local"
 
@@ -38,6 +47,19 @@ class LocalEngine:
         self.cache = cache
         self.chunk_size = chunk_size or default_chunk_size()
         self.last_computed = 0
+
+    def read(
+        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
+    ) -> Dataset:
+        """Read a source whole (`read_dataset`)."""
+        return read_dataset(source, format, field_map, on_error)
+
+    def write_selection(
+        self, data: Dataset, indices: Sequence[int], dest: str | Path,
+        scores: Mapping[str, Sequence[float]] | None = None, overwrite: bool = False,
+    ) -> Path:
+        """Write the chosen records back losslessly (`write_selection`)."""
+        return write_selection(data, indices, dest, scores, overwrite)
 
     def score(self, records: Sequence[Record], scorer: Any) -> np.ndarray:
         """One float64 score per record."""
@@ -59,30 +81,52 @@ class LocalEngine:
         self.last_computed = cached.last_computed
         return vectors
 
+    def prompt_model(self, model: Any) -> Any:
+        """A deita prompt model (`complexity`, `quality`) that runs here, through the cache when there is one."""
+        return model if self.cache is None else CachedPromptModel(model, self.cache, self.chunk_size)
+
 
 def cached_name(model: Any) -> str:
     """The name a progress bar shows for a model."""
     return str(getattr(model, "name", type(model).__name__))
 
 
-class _ModelActor:
-    """One Ray actor holding one copy of a model; scores or embeds the batches Ray Data hands it."""
+def _placed(model: Any) -> Any:
+    """The model on the GPU Ray assigned to this worker, else on the CPU (a model without `to` stays as it is)."""
+    import ray
 
-    def __init__(self, model_holder: list, purpose: str):
+    if hasattr(model, "to"):
+        model = model.to("cuda" if ray.get_gpu_ids() else "cpu")
+    return model
+
+
+def _placed_identity(model: Any) -> dict[str, Any]:
+    """The identity of a model once placed on this worker's device (SCAR, for one, runs in bf16 on a GPU)."""
+    return scorer_identity(_placed(model))
+
+
+class _ModelActor:
+    """One Ray actor holding one copy of a model; runs one of its methods on the batches Ray Data hands it."""
+
+    def __init__(self, model_holder: list, action: str):
         import ray
 
-        model = ray.get(model_holder[0])
-        if ray.get_gpu_ids() and hasattr(model, "to"):
-            model = model.to("cuda")
-        self.model = model
-        self.purpose = purpose
+        self.model = _placed(ray.get(model_holder[0]))
+        self.action = action
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.action in PROMPT_KINDS:
+            instructions = [str(text) for text in batch["instruction"]]
+            if self.action == "complexity":
+                result = self.model.complexity(instructions)
+            else:
+                result = self.model.quality(instructions, [str(text) for text in batch["response"]])
+            return {"position": batch["position"], "value": np.column_stack([result.scores, result.truncated])}
         records = [
             Record(str(record_id), tuple(Turn(role, text) for role, text in json.loads(turns)), {}, int(index))
             for record_id, turns, index in zip(batch["id"], batch["turns"], batch["index"])
         ]
-        if self.purpose == "embed":
+        if self.action == "embed":
             values = np.asarray(self.model.embed(records), dtype=np.float32)
         else:
             values = np.asarray(self.model.score(records), dtype=np.float64)
@@ -91,12 +135,43 @@ class _ModelActor:
         return {"position": batch["position"], "value": values}
 
 
-class RayEngine:
-    """Runs models on a Ray cluster (an existing one at `address`, else a local one) with Ray Data.
+def _read_block(row: dict[str, Any], path: str, stamp: tuple[int, int], format: str, fields: dict[str, str]) -> dict[str, Any]:
+    """Ray task: parse one byte range of a plain JSONL file."""
+    from sftselect.io.blocks import check_same_file, read_jsonl_block
 
-    The records to compute go to Ray Data in blocks; each model runs in a pool of actors
-    (one GPU each when the cluster has GPUs); results stream back to the driver, which
-    commits them to the cache chunk by chunk and returns them in input order.
+    check_same_file(Path(path), stamp, "on a Ray worker")
+    block = read_jsonl_block(Path(path), int(row["start"]), int(row["end"]), format, fields)
+    return {"block": row["block"], "payload": pickle.dumps(block, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def _write_part(row: dict[str, Any], source: str, stamp: tuple[int, int], newline: str, folder: str) -> dict[str, Any]:
+    """Ray task: copy one part of a selection's lines into its own file in `folder`."""
+    from sftselect.io.blocks import check_same_file
+    from sftselect.io.write import write_jsonl_part
+
+    check_same_file(Path(source), stamp, "on a Ray worker")
+    part = pickle.loads(row["payload"])
+    ending = write_jsonl_part(Path(source), part, newline, Path(folder) / _part_name(int(row["part"])))
+    return {"part": row["part"], "ending": ending}
+
+
+def _part_name(number: int) -> str:
+    return f"part-{number:06d}.jsonl"
+
+
+class RayEngine:
+    """Reads, runs models and writes on a Ray cluster (an existing one at `address`, else a local one) with Ray Data.
+
+    Reading: a plain JSONL input is cut into byte ranges of `read_block_bytes` that Ray tasks
+    parse; the driver joins them into the Dataset `read_dataset` would return. Models: the
+    records to compute go to Ray Data in blocks of `block_size`; each model runs in a pool
+    of actors (one GPU each when the cluster has GPUs, where the actor moves the model);
+    results stream back to the driver, which commits them to the cache chunk by chunk.
+    Writing: the lines of a selection from plain JSONL into plain JSONL are copied by Ray
+    tasks in parts of `write_part_size`, which the driver joins into the output atomically.
+    Other containers are read and written on the driver. Workers open the input and the
+    output's folder themselves, so on a cluster of several machines both must be on storage
+    every node reaches. Models are sent from the driver's CPU memory (`to("cpu")` first).
     """
 
     name = "ray"
@@ -109,6 +184,8 @@ class RayEngine:
         batch_size: int = 64,
         num_actors: int | None = None,
         block_size: int = 2000,
+        read_block_bytes: int = 32 << 20,
+        write_part_size: int = 50_000,
     ):
         self.address = address
         self.cache = cache
@@ -116,6 +193,8 @@ class RayEngine:
         self.batch_size = batch_size
         self.num_actors = num_actors
         self.block_size = block_size
+        self.read_block_bytes = read_block_bytes
+        self.write_part_size = write_part_size
         self.last_computed = 0
 
     def _ray(self) -> Any:
@@ -135,34 +214,125 @@ class RayEngine:
         ray.data.DataContext.get_current().enable_progress_bars = False
         return ray
 
-    def _pool(self, ray: Any) -> tuple[int, float]:
-        """How many actors, and how many GPUs each: one GPU per actor when the cluster has GPUs."""
+    def _gpus_per_actor(self, ray: Any) -> float:
+        """One GPU per actor when the cluster has GPUs, else none."""
+        return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+
+    def _actors(self, ray: Any) -> int:
+        """How many actors run a model: one per GPU when the cluster has GPUs, else one per CPU."""
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        if gpus:
-            return (self.num_actors or gpus), 1.0
-        return (self.num_actors or max(1, int(resources.get("CPU", 1)))), 0.0
+        return self.num_actors or gpus or max(1, int(resources.get("CPU", 1)))
+
+    def read(
+        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
+    ) -> Dataset:
+        """Read a plain JSONL file in byte-range blocks parsed by Ray tasks; any other source on the driver."""
+        from sftselect.io.blocks import open_jsonl_blocks, splits_into_blocks
+
+        if not splits_into_blocks(source):
+            return read_dataset(source, format, field_map, on_error)
+        opened = open_jsonl_blocks(source, format, field_map, on_error)
+        ray = self._ray()
+        ranges = opened.ranges(self.read_block_bytes)
+        dataset = ray.data.from_items(
+            [{"block": number, "start": start, "end": end} for number, (start, end) in enumerate(ranges)],
+            override_num_blocks=len(ranges),
+        ).map(
+            _read_block,
+            fn_kwargs={"path": str(opened.path), "stamp": opened.layout.stamp, "format": opened.reader.format.name,
+                       "fields": opened.reader.fields},
+        )
+        with progress("reading (ray)", total=len(ranges), unit="blocks") as bar:
+            return opened.dataset(_blocks_in_order(_raising_our_errors(dataset.iter_rows()), bar))
+
+    def write_selection(
+        self, data: Dataset, indices: Sequence[int], dest: str | Path,
+        scores: Mapping[str, Sequence[float]] | None = None, overwrite: bool = False,
+    ) -> Path:
+        """Write the chosen records as `write_selection` does; lines of a plain JSONL input are copied by Ray tasks."""
+        plan = plan_selection(data, indices, dest, scores, overwrite)
+        if not plan.copies_jsonl_lines or not plan.picked.texts:
+            return plan.write()
+        ray = self._ray()
+        parts = plan.jsonl_parts(self.write_part_size)
+        layout = plan.picked.layout
+        folder = Path(tempfile.mkdtemp(prefix=f".{plan.dest.name}.parts-", dir=plan.dest.parent))
+        try:
+            dataset = ray.data.from_items(
+                [{"part": number, "payload": pickle.dumps(part)} for number, part in enumerate(parts)],
+                override_num_blocks=len(parts),
+            ).map(
+                _write_part,
+                fn_kwargs={"source": str(plan.picked.path), "stamp": layout.stamp, "newline": layout.newline, "folder": str(folder)},
+            )
+            endings: dict[int, int] = {}
+            with progress("writing (ray)", total=len(parts), unit="parts") as bar:
+                for row in _raising_our_errors(dataset.iter_rows()):
+                    endings[int(row["part"])] = int(row["ending"])
+                    bar.advance()
+            return plan.join_jsonl_parts([folder / _part_name(number) for number in range(len(parts))], endings[len(parts) - 1])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def score(self, records: Sequence[Record], scorer: Any) -> np.ndarray:
         """One float64 score per record, computed on the cluster where not cached."""
-        values = self._run(records, scorer, "score")
+        values = self._cached_records(records, scorer, "score")
         return np.asarray(values, dtype=np.float64).reshape(len(records))
 
     def embed(self, records: Sequence[Record], embedder: Any) -> np.ndarray:
         """One float32 vector per record, as a matrix [N, d], computed on the cluster where not cached."""
-        values = self._run(records, embedder, "embed")
+        values = self._cached_records(records, embedder, "embed")
         if not values:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(values).astype(np.float32, copy=False)
 
-    def _run(self, records: Sequence[Record], model: Any, purpose: str) -> list[Any]:
-        keys = [record_key(record) for record in records]
+    def prompt_model(self, model: Any) -> "RayPromptModel":
+        """A deita prompt model (`complexity`, `quality`) whose prompts are scored on the cluster, through the cache."""
+        return RayPromptModel(self, model)
+
+    def _cached_records(self, records: Sequence[Record], model: Any, purpose: str) -> list[Any]:
+        def row(position: int) -> dict[str, Any]:
+            record = records[position]
+            turns = json.dumps([[turn.role, turn.text] for turn in record.turns], ensure_ascii=False)
+            return {"id": record.id, "index": record.index, "turns": turns}
+
+        return self._cached(
+            model, [record_key(record) for record in records], row,
+            action=purpose, purpose=purpose, name=cached_name(model), convert=float if purpose == "score" else np.asarray,
+        )
+
+    def _cached(
+        self,
+        model: Any,
+        keys: list[str],
+        row: Callable[[int], dict[str, Any]],
+        *,
+        action: str,
+        purpose: str,
+        name: str,
+        convert: Callable[[np.ndarray], Any],
+    ) -> list[Any]:
+        """Values for `keys`: from the cache where present, the rest (each distinct key once) from the model on the cluster.
+
+        `row(position)` is what an actor needs of the item at a position; `action` is the
+        model's method it runs (score, embed, complexity, quality); `purpose` and `name` place
+        and label the results in the cache; `convert` turns an actor's result for one item into
+        the value kept (a score, a vector, a [score, truncated] pair).
+        """
+        ray = self._ray()
+        model = model.to("cpu") if hasattr(model, "to") else model
+        gpus = self._gpus_per_actor(ray)
+        model_ref = ray.put(model) if gpus else None
         namespace = description = None
         found: dict[str, Any] = {}
         if self.cache is not None:
-            identity = scorer_identity(model)
+            if gpus:
+                identity = ray.get(ray.remote(_placed_identity).options(num_gpus=gpus).remote(model_ref))
+            else:
+                identity = scorer_identity(model)
             namespace = identity_namespace(identity, purpose)
-            description = {"name": cached_name(model), "purpose": purpose, "identity": identity}
+            description = {"name": name, "purpose": "embed" if purpose == "embed" else "score", "identity": identity}
             found = self.cache.get_many(namespace, keys)
         first_position: dict[str, int] = {}
         for position, key in enumerate(keys):
@@ -170,51 +340,101 @@ class RayEngine:
                 first_position[key] = position
         self.last_computed = len(first_position)
         if first_position:
-            computed = self._compute(records, model, purpose, list(first_position.values()), keys, namespace, description)
-            found.update(computed)
+            rows = [{"position": position, **row(position)} for position in first_position.values()]
+            if model_ref is None:
+                model_ref = ray.put(model)
+            label = f"{'embedding' if action == 'embed' else 'scoring'} ({name}, ray)"
+            with progress(label, total=len(rows)) as bar:
+                for batch in self._run(ray, model_ref, gpus, action, rows):
+                    chunk = {keys[int(position)]: convert(value) for position, value in zip(batch["position"], batch["value"])}
+                    if self.cache is not None:
+                        self.cache.put_many(namespace, chunk, description)
+                    found.update(chunk)
+                    bar.advance(len(chunk))
         return [found[key] for key in keys]
 
-    def _compute(
-        self,
-        records: Sequence[Record],
-        model: Any,
-        purpose: str,
-        positions: list[int],
-        keys: list[str],
-        namespace: str | None,
-        description: dict | None,
-    ) -> dict[str, Any]:
-        ray = self._ray()
-        rows = [
-            {
-                "position": position,
-                "id": records[position].id,
-                "index": records[position].index,
-                "turns": json.dumps([[t.role, t.text] for t in records[position].turns], ensure_ascii=False),
-            }
-            for position in positions
-        ]
-        actors, gpus_per_actor = self._pool(ray)
+    def _run(self, ray: Any, model_ref: Any, gpus: float, action: str, rows: list[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+        """Batches of results (`position`, `value`, ...) of `action` over rows, from a pool of actors, as they come."""
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / self.block_size)))
         dataset = dataset.map_batches(
             _ModelActor,
-            fn_constructor_args=([ray.put(model)], purpose),
+            fn_constructor_args=([model_ref], action),
             batch_size=self.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=gpus_per_actor,
+            compute=ray.data.ActorPoolStrategy(size=self._actors(ray)),
+            num_gpus=gpus,
         )
-        computed: dict[str, Any] = {}
-        with progress(f"{'embedding' if purpose == 'embed' else 'scoring'} ({cached_name(model)}, ray)", total=len(rows)) as bar:
-            for batch in dataset.iter_batches(batch_size=self.chunk_size, batch_format="numpy"):
-                chunk = {keys[int(position)]: value for position, value in zip(batch["position"], batch["value"])}
-                if purpose == "score":
-                    chunk = {key: float(value) for key, value in chunk.items()}
-                if self.cache is not None:
-                    self.cache.put_many(namespace, chunk, description)
-                computed.update(chunk)
-                bar.advance(len(chunk))
-        return computed
+        yield from _raising_our_errors(dataset.iter_batches(batch_size=self.chunk_size, batch_format="numpy"))
+
+
+class RayPromptModel:
+    """A deita prompt model whose prompts are looked up in the engine's cache and the rest scored by Ray actors.
+
+    Keys and namespaces are those of `CachedPromptModel`, so local and Ray runs share results.
+    """
+
+    def __init__(self, engine: RayEngine, model: Any):
+        self.engine = engine
+        self.inner = model
+        self.identity = scorer_identity(model)
+
+    def complexity(self, instructions: Sequence[str]) -> Any:
+        """Complexity scores of instructions."""
+        return self._scores("complexity", [(text,) for text in instructions])
+
+    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
+        """Quality scores of (instruction, response) pairs."""
+        return self._scores("quality", list(zip(instructions, responses, strict=True)))
+
+    def _scores(self, kind: str, texts: list[tuple[str, ...]]) -> Any:
+        from sftselect.models.deita import PromptScores
+
+        def row(position: int) -> dict[str, str]:
+            return dict(zip(("instruction", "response"), texts[position]))
+
+        values = self.engine._cached(
+            self.inner, [prompt_key(text) for text in texts], row, action=kind, purpose=f"deita-{kind}",
+            name=f"deita-{kind}", convert=lambda value: [float(value[0]), bool(value[1])],
+        )
+        return PromptScores(
+            scores=np.array([value for value, _ in values], dtype=np.float64),
+            truncated=np.array([cut for _, cut in values], dtype=bool),
+        )
+
+
+def _blocks_in_order(rows: Iterable[dict[str, Any]], bar: Any) -> Iterator[Any]:
+    """The blocks Ray tasks read, unpickled, in file order (tasks may finish in any order)."""
+    waiting: dict[int, bytes] = {}
+    upcoming = 0
+    for row in rows:
+        waiting[int(row["block"])] = row["payload"]
+        while upcoming in waiting:
+            yield pickle.loads(waiting.pop(upcoming))
+            upcoming += 1
+            bar.advance()
+
+
+def _raising_our_errors(results: Iterable[Any]) -> Iterator[Any]:
+    """Results of a Ray Data run; an sftselect error raised on a worker is raised here as itself, not wrapped by Ray."""
+    try:
+        yield from results
+    except SftselectError:
+        raise
+    except Exception as error:
+        cause = _our_error(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _our_error(error: BaseException | None) -> SftselectError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SftselectError):
+            return error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
 
 
 def get_engine(
