@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from sftselect.errors import OptionError
 from sftselect.records import Record, Turn
 from sftselect.selectors.dedup import ExactDedup, NearDedup, normalize_text
 
@@ -61,6 +64,11 @@ def test_near_dedup_keeps_the_first_in_input_order():
 def test_near_dedup_handles_texts_shorter_than_a_shingle():
     records = [record(0, "Hi", "Yo"), record(1, "hi", "yo"), record(2, "Bye", "Ciao")]
     assert NearDedup().keep(records).tolist() == [0, 2]
+
+
+def test_near_dedup_refuses_a_threshold_too_close_to_one_for_its_bands():
+    with pytest.raises(OptionError, match="too close to 1"):
+        NearDedup(threshold=1.0).keep([record(0, "q", "a")])
 
 
 def datasketch_reference(records, threshold):

@@ -94,7 +94,13 @@ class NearDedup:
 
         # Only the index's band layout is used. Candidates are confirmed below, so the bands
         # are tuned against missed duplicates, not false candidates.
-        layout = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, weights=(0.1, 0.9))
+        try:
+            layout = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, weights=(0.1, 0.9))
+        except ValueError as error:
+            raise OptionError(
+                f"near-dedup threshold {self.threshold} is too close to 1 for {self.num_perm} permutations ({error}); "
+                "lower it, or use exact dedup (--dedup)"
+            ) from error
         bands = [slice(band * layout.r, (band + 1) * layout.r) for band in range(layout.b)]
         # The shingles arrive hashed (int leaves them as they are), so datasketch only applies its permutations.
         hasher = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=int)
