@@ -79,6 +79,16 @@ class DeviceScorer:
         return np.full(len(records), float(self.moves.count("cpu")) if set(self.moves) == {"cpu"} else -1.0)
 
 
+class RefusingScorer:
+    """Refuses every record, as a scorer does with a record it cannot score."""
+
+    name = "refusing"
+    identity = {"name": "refusing"}
+
+    def score(self, records):
+        raise DataError("input", "has no response to score", record=records[0].index)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     # Classes defined in this test module travel to the workers by value, not by import.
@@ -150,6 +160,12 @@ def test_get_engine_checks_its_options():
 def test_ray_actors_put_models_on_the_cpu_when_ray_gave_them_no_gpu(local_ray):
     # Two moves: the driver sends the model from its CPU, the actor places it on its own CPU.
     np.testing.assert_array_equal(RayEngine(num_actors=1).score(make_records(5), DeviceScorer()), np.full(5, 2.0))
+
+
+def test_an_error_raised_on_a_ray_worker_reaches_the_driver_as_itself(local_ray):
+    with pytest.raises(DataError) as raised:
+        RayEngine(num_actors=1).score(make_records(3), RefusingScorer())
+    assert str(raised.value) == "input, record 0: has no response to score"
 
 
 def test_ray_prompt_scores_equal_local_and_share_the_cache(local_ray, tmp_path):

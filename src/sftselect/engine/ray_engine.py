@@ -12,6 +12,7 @@ import math
 import pickle
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -211,7 +212,10 @@ class RayEngine:
                     ray.init(include_dashboard=False, log_to_driver=False)
             except ConnectionError as error:
                 raise OptionError(f"cannot reach the Ray cluster at {self.address!r}: {error}") from error
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        # An sftselect error on a worker (a bad record, an unreadable file) reaches the driver as itself.
+        context.raise_original_map_exception = True
         return ray
 
     def _gpus_per_actor(self, ray: Any) -> float:
@@ -243,8 +247,8 @@ class RayEngine:
             fn_kwargs={"path": str(opened.path), "stamp": opened.layout.stamp, "format": opened.reader.format.name,
                        "fields": opened.reader.fields},
         )
-        with progress("reading (ray)", total=len(ranges), unit="blocks") as bar:
-            return opened.dataset(_blocks_in_order(_raising_our_errors(dataset.iter_rows()), bar))
+        with _results(dataset.iter_rows()) as rows, progress("reading (ray)", total=len(ranges), unit="blocks") as bar:
+            return opened.dataset(_blocks_in_order(rows, bar))
 
     def write_selection(
         self, data: Dataset, indices: Sequence[int], dest: str | Path,
@@ -267,8 +271,8 @@ class RayEngine:
                 fn_kwargs={"source": str(plan.picked.path), "stamp": layout.stamp, "newline": layout.newline, "folder": str(folder)},
             )
             endings: dict[int, int] = {}
-            with progress("writing (ray)", total=len(parts), unit="parts") as bar:
-                for row in _raising_our_errors(dataset.iter_rows()):
+            with _results(dataset.iter_rows()) as rows, progress("writing (ray)", total=len(parts), unit="parts") as bar:
+                for row in rows:
                     endings[int(row["part"])] = int(row["ending"])
                     bar.advance()
             return plan.join_jsonl_parts([folder / _part_name(number) for number in range(len(parts))], endings[len(parts) - 1])
@@ -364,7 +368,8 @@ class RayEngine:
             compute=ray.data.ActorPoolStrategy(size=self._actors(ray)),
             num_gpus=gpus,
         )
-        yield from _raising_our_errors(dataset.iter_batches(batch_size=self.chunk_size, batch_format="numpy"))
+        with _results(dataset.iter_batches(batch_size=self.chunk_size, batch_format="numpy")) as batches:
+            yield from batches
 
 
 class RayPromptModel:
@@ -414,26 +419,35 @@ def _blocks_in_order(rows: Iterable[dict[str, Any]], bar: Any) -> Iterator[Any]:
             bar.advance()
 
 
-def _raising_our_errors(results: Iterable[Any]) -> Iterator[Any]:
-    """Results of a Ray Data run; an sftselect error raised on a worker is raised here as itself, not wrapped by Ray."""
+@contextmanager
+def _results(results: Iterable[Any]) -> Iterator[Iterator[Any]]:
+    """An iterator over the results of a Ray Data run, stopped when the block ends (early too, on a bad record).
+
+    An sftselect error raised on a worker is raised here as itself, not wrapped by Ray.
+    """
+    iterator = iter(results)
     try:
-        yield from results
-    except SftselectError:
-        raise
+        yield iterator
     except Exception as error:
-        cause = _our_error(error)
-        if cause is None:
+        ours = _our_error(error)
+        if ours is None or ours is error:
             raise
-        raise cause from None
+        raise ours from None
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _our_error(error: BaseException | None) -> SftselectError | None:
+    """The sftselect error inside Ray's wrappers (which keep what the worker raised as `cause`), if there is one."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, SftselectError):
-            return error
         seen.add(id(error))
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+        wrapped = getattr(error, "cause", None)
+        if isinstance(error, SftselectError) and wrapped is None:
+            return error
+        error = wrapped or error.__cause__ or error.__context__
     return None
 
 

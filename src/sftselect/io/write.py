@@ -85,7 +85,7 @@ def plan_selection(
     dest: str | Path,
     scores: Mapping[str, Sequence[float]] | None = None,
     overwrite: bool = False,
-) -> "SelectionWrite":
+) -> SelectionWrite:
     """Check a selection and gather what writing it needs (arguments as for `write_selection`); writes nothing."""
     dest = Path(dest)
     if isinstance(data, (str, Path)):
