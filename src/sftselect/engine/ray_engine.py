@@ -31,8 +31,9 @@ from sftselect.engine.cache import (
 )
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError, SftselectError
+from sftselect.io.blocks import check_same_file, open_jsonl_blocks, read_jsonl_block, splits_into_blocks
 from sftselect.io.dataset import Dataset, read_dataset
-from sftselect.io.write import plan_selection, write_selection
+from sftselect.io.write import plan_selection, write_jsonl_part, write_selection
 from sftselect.records import Record, Turn
 
 ENGINES = ("local", "ray")
@@ -138,8 +139,6 @@ class _ModelActor:
 
 def _read_block(row: dict[str, Any], path: str, stamp: tuple[int, int], format: str, fields: dict[str, str]) -> dict[str, Any]:
     """Ray task: parse one byte range of a plain JSONL file."""
-    from sftselect.io.blocks import check_same_file, read_jsonl_block
-
     check_same_file(Path(path), stamp, "on a Ray worker")
     block = read_jsonl_block(Path(path), int(row["start"]), int(row["end"]), format, fields)
     return {"block": row["block"], "payload": pickle.dumps(block, protocol=pickle.HIGHEST_PROTOCOL)}
@@ -147,9 +146,6 @@ def _read_block(row: dict[str, Any], path: str, stamp: tuple[int, int], format: 
 
 def _write_part(row: dict[str, Any], source: str, stamp: tuple[int, int], newline: str, folder: str) -> dict[str, Any]:
     """Ray task: copy one part of a selection's lines into its own file in `folder`."""
-    from sftselect.io.blocks import check_same_file
-    from sftselect.io.write import write_jsonl_part
-
     check_same_file(Path(source), stamp, "on a Ray worker")
     part = pickle.loads(row["payload"])
     ending = write_jsonl_part(Path(source), part, newline, Path(folder) / _part_name(int(row["part"])))
@@ -232,8 +228,6 @@ class RayEngine:
         self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
     ) -> Dataset:
         """Read a plain JSONL file in byte-range blocks parsed by Ray tasks; any other source on the driver."""
-        from sftselect.io.blocks import open_jsonl_blocks, splits_into_blocks
-
         if not splits_into_blocks(source):
             return read_dataset(source, format, field_map, on_error)
         opened = open_jsonl_blocks(source, format, field_map, on_error)
