@@ -8,6 +8,9 @@ official format, loads it with both implementations, scores the same real pairs 
 805 instructions repeat across generators) and prints both rates, the largest score difference,
 the floor (2 x encoder matmul parameters x tokens over the measured matmul rate), and two ratios.
 
+Both halves get torch's thread count (`--threads`): the official function runs one batch at a time
+over all of them, ours runs that many batches side by side with one thread each.
+
 Each half is timed by wall clock and by this process's CPU time (`time.process_time()`, all its
 threads). The final `ratio:` line compares CPU-time rates, because the machine this runs on is
 shared and its load changes between the two halves; on a quiet machine the two ratios agree.

@@ -293,6 +293,7 @@ class StyleRanker(nn.Module):
             encoder_config = self.encoder.config.to_dict() if whole_encoder else None
             (staging / CONFIG_FILE).write_text(json.dumps(self.config.to_json(encoder_config), indent=2) + "\n")
             self.tokenizer.save_pretrained(str(staging))
+            _open_permissions(staging)
             if destination.exists():
                 shutil.rmtree(destination)
             os.replace(staging, destination)
@@ -300,6 +301,15 @@ class StyleRanker(nn.Module):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return destination
+
+
+def _open_permissions(folder: Path) -> None:
+    """Give a staged checkpoint the modes a plain `mkdir` and `open` would (mkdtemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
