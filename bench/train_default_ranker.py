@@ -232,7 +232,7 @@ def train(scorer: PairScorer, human: np.ndarray, train_examples: np.ndarray, val
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
     trained = [*scorer.top.parameters(), *heads]
-    best_accuracy, best_state, history = -1.0, None, []
+    best_accuracy, best_state, best_epoch, history = -1.0, None, 0, []
     for epoch in range(1, args.epochs + 1):
         ranker.train()
         machine_order = np.resize(generator.permutation(machines), steps_per_epoch * per_side)
@@ -255,10 +255,9 @@ def train(scorer: PairScorer, human: np.ndarray, train_examples: np.ndarray, val
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": accuracy})
         print(f"epoch {epoch}: loss {np.mean(losses):.4f}, val pairwise accuracy {accuracy:.4f}", flush=True)
         if accuracy > best_accuracy:
-            best_accuracy, best_state = accuracy, copy.deepcopy(ranker.state_dict())
+            best_accuracy, best_state, best_epoch = accuracy, copy.deepcopy(ranker.state_dict()), epoch
     ranker.load_state_dict(best_state)
     ranker.eval()
-    best_epoch = max(history, key=lambda entry: entry["val_accuracy"])["epoch"]
     return history, best_epoch
 
 

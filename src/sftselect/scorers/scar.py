@@ -75,7 +75,8 @@ def _encode_texts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sentence vectors and max-pooled forms of `texts`, in their order."""
     token_ids = ranker.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    longest_first = sorted(range(len(texts)), key=lambda row: -len(token_ids[row]))
+    lengths = [len(ids) for ids in token_ids]
+    longest_first = sorted(range(len(texts)), key=lambda row: -lengths[row])
     pad_id = ranker.tokenizer.pad_token_id if ranker.tokenizer.pad_token_id is not None else 0
     hidden = ranker.config.hidden_dim
     vectors = torch.empty(len(texts), hidden, device=ranker.device)
@@ -88,7 +89,6 @@ def _encode_texts(
             batch_vectors, batch_forms = ranker.encode(input_ids, attention_mask)
         return rows, batch_vectors.float(), batch_forms.float()
 
-    lengths = [len(ids) for ids in token_ids]
     max_tokens = CPU_BATCH_TOKENS if ranker.device.type == "cpu" else None
     batches = length_batches(longest_first, lengths, batch_size, max_tokens)
     with _cpu_batch_workers(ranker.device) as run:

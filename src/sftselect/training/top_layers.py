@@ -19,21 +19,21 @@ from torch import nn
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
 from sftselect.models.scar import StyleRanker, max_pool_tokens
+from sftselect.scorers.scar import length_batches
 
 
-def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
-    """The encoder's stack of transformer layers (`encoder.layer` in BERT, RoBERTa and gte)."""
+def _layer_stack(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Where the encoder keeps its transformer layers (`encoder.layer` in BERT, RoBERTa and gte), and the layers."""
     for name, module in encoder.named_modules():
         if name.endswith("layer") and isinstance(module, nn.ModuleList):
-            return module
+            return name, module
     raise OptionError(f"cannot find the transformer layers of {type(encoder).__name__} (no ModuleList named 'layer')")
 
 
 def top_layer_prefixes(ranker: StyleRanker, trainable: int) -> list[str]:
     """State-dict key prefixes of the top `trainable` layers and the pooler: what a partial checkpoint saves."""
-    layers = encoder_layers(ranker.encoder)
-    names = {id(module): name for name, module in ranker.encoder.named_modules()}
-    prefixes = [f"encoder.{names[id(layer)]}." for layer in layers[len(layers) - trainable :]]
+    name, layers = _layer_stack(ranker.encoder)
+    prefixes = [f"encoder.{name}.{index}." for index in range(len(layers) - trainable, len(layers))]
     if getattr(ranker.encoder, "pooler", None) is not None:
         prefixes.append("encoder.pooler.")
     return prefixes
@@ -92,22 +92,21 @@ def encode_lower_states(
     dtype: np.dtype = np.float16,
 ) -> LowerStates:
     """Run texts through every encoder layer below the top `trainable` ones, keeping each real token's state."""
-    layers = encoder_layers(ranker.encoder)
+    name, layers = _layer_stack(ranker.encoder)
     if not 1 <= trainable <= len(layers):
         raise OptionError(f"trainable layers must lie in 1..{len(layers)}, got {trainable}")
     encoded = ranker.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     states = np.zeros((int(offsets[-1]), ranker.config.hidden_dim), dtype=dtype)
-    order = np.argsort(lengths, kind="stable")
-    frozen = nn.ModuleList(layers[: len(layers) - trainable])
-    parent = _parent_of(ranker.encoder, layers)
+    order = np.argsort(lengths, kind="stable").tolist()
+    parent_name, _, attribute = name.rpartition(".")
+    parent = ranker.encoder.get_submodule(parent_name)
     ranker.eval()
     try:
-        parent.layer = frozen
+        setattr(parent, attribute, nn.ModuleList(layers[: len(layers) - trainable]))
         with progress("encoding lower layers", total=len(texts), unit="texts") as bar, torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+            for chunk in length_batches(order, lengths, batch_size):
                 batch = ranker.tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
                 batch = batch.to(ranker.device)
                 output = ranker.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -116,15 +115,8 @@ def encode_lower_states(
                     states[offsets[index] : offsets[index + 1]] = hidden[row, : lengths[index]]
                 bar.advance(len(chunk))
     finally:
-        parent.layer = layers
+        setattr(parent, attribute, layers)
     return LowerStates(states, offsets)
-
-
-def _parent_of(encoder: nn.Module, layers: nn.ModuleList) -> nn.Module:
-    for module in encoder.modules():
-        if getattr(module, "layer", None) is layers:
-            return module
-    raise OptionError(f"cannot find the module holding the layers of {type(encoder).__name__}")
 
 
 class TopEncoder(nn.Module):
@@ -132,7 +124,7 @@ class TopEncoder(nn.Module):
 
     def __init__(self, ranker: StyleRanker, trainable: int):
         super().__init__()
-        layers = encoder_layers(ranker.encoder)
+        _, layers = _layer_stack(ranker.encoder)
         self.layers = nn.ModuleList(layers[len(layers) - trainable :])
         self.pooler = getattr(ranker.encoder, "pooler", None)
 
