@@ -13,6 +13,7 @@ import torch
 
 from sftselect.engine.progress import progress
 from sftselect.errors import DataError, OptionError
+from sftselect.models.packed import PackedEncoder, supports_packing
 from sftselect.records import Record
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ def score_text_pairs(
     Each distinct instruction and each distinct response is tokenized in bulk and encoded
     once, in batches of similar length padded only to their own longest text; the two
     small heads then run over all pairs. On a GPU the encoder runs under bf16 autocast. On a
-    CPU a batch also holds at most `CPU_BATCH_TOKENS` tokens, and with several torch threads,
-    batches run side by side, one thread each (see `_cpu_batch_workers`).
+    CPU a batch also holds at most `CPU_BATCH_TOKENS` tokens, BERT-family encoders skip the
+    padding altogether (`sftselect.models.packed`), and with several torch threads, batches
+    run side by side, one thread each (see `_cpu_batch_workers`).
     """
     if len(instructions) != len(responses):
         raise OptionError(f"{len(instructions)} instructions but {len(responses)} responses: they must pair up")
@@ -82,14 +84,21 @@ def _encode_texts(
     vectors = torch.empty(len(texts), hidden, device=ranker.device)
     forms = torch.empty(len(texts), hidden, device=ranker.device)
 
+    on_cpu = ranker.device.type == "cpu"
+    packed = PackedEncoder(ranker.encoder) if on_cpu and not ranker.training and supports_packing(ranker.encoder) else None
+
     def encode_batch(rows: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-        input_ids, attention_mask = _pad([token_ids[row] for row in rows], pad_id, ranker.device)
         # Worker threads do not inherit the caller's inference mode.
-        with torch.inference_mode(), _autocast(ranker.device):
-            batch_vectors, batch_forms = ranker.encode(input_ids, attention_mask)
+        with torch.inference_mode():
+            if packed is not None:
+                batch_vectors, batch_forms = packed([token_ids[row] for row in rows])
+                return rows, batch_vectors, batch_forms
+            input_ids, attention_mask = _pad([token_ids[row] for row in rows], pad_id, ranker.device)
+            with _autocast(ranker.device):
+                batch_vectors, batch_forms = ranker.encode(input_ids, attention_mask)
         return rows, batch_vectors.float(), batch_forms.float()
 
-    max_tokens = CPU_BATCH_TOKENS if ranker.device.type == "cpu" else None
+    max_tokens = CPU_BATCH_TOKENS if on_cpu else None
     batches = length_batches(longest_first, lengths, batch_size, max_tokens)
     with _cpu_batch_workers(ranker.device) as run:
         for rows, batch_vectors, batch_forms in run(encode_batch, batches):
