@@ -75,6 +75,20 @@ def test_scores_with_and_without_packing_agree_on_real_minilm(minilm_dir):
     torch.testing.assert_close(forms, expected_forms, atol=1e-5, rtol=1e-5)
 
 
+def test_one_encoder_gives_each_batch_its_own_outputs_as_buffers_are_reused_and_grown(minilm_dir):
+    ranker = StyleRanker.from_encoder(str(minilm_dir), device="cpu").eval()
+    batches = [TEXTS[1:3], TEXTS * 4, TEXTS[:1], TEXTS]
+    token_ids = [ranker.tokenizer(batch, truncation=True, max_length=512)["input_ids"] for batch in batches]
+    reused = PackedEncoder(ranker.encoder)
+    with torch.inference_mode():
+        # All batches first, then the checks: an output that is a view of a reused buffer would change.
+        outputs = [reused(ids) for ids in token_ids]
+        expected = [PackedEncoder(ranker.encoder)(ids) for ids in token_ids]
+    for (vectors, forms), (fresh_vectors, fresh_forms) in zip(outputs, expected):
+        torch.testing.assert_close(vectors, fresh_vectors, atol=0, rtol=0)
+        torch.testing.assert_close(forms, fresh_forms, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     "change",
     [{"position_embedding_type": "relative_key"}, {"hidden_act": "gelu_new"}, {"is_decoder": True}],
