@@ -1,6 +1,6 @@
 """SCAR scoring speed: ours against the official `style_ranker.rank.score_pairs`, on CPU, same checkpoint.
 
-    python bench/scar_rank.py [--pairs 2000] [--batch-size 32] [--threads N]
+    python bench/scar_rank.py [--pairs 2000] [--batch-size 32] [--rounds 2] [--threads N]
 
 Builds a StyleRanker over all-MiniLM-L6-v2 (packaged copy; seeded random heads), saves it in the
 official format, loads it with both implementations, scores the same real pairs from
@@ -11,9 +11,11 @@ the floor (2 x encoder matmul parameters x tokens over the measured matmul rate)
 Both halves get torch's thread count (`--threads`): the official function runs one batch at a time
 over all of them, ours runs that many batches side by side with one thread each.
 
-Each half is timed by wall clock and by this process's CPU time (`time.process_time()`, all its
+The two implementations alternate for `--rounds` rounds (the machine's speed drifts by 10% and
+more over minutes; alternating spreads that over both) and the rates are over all rounds. Each
+run is timed by wall clock and by this process's CPU time (`time.process_time()`, all its
 threads). The final `ratio:` line compares CPU-time rates, because the machine this runs on is
-shared and its load changes between the two halves; on a quiet machine the two ratios agree.
+shared and its load changes between runs; on a quiet machine the two ratios agree.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ def matmul_parameters(encoder: torch.nn.Module) -> int:
     return sum(module.weight.numel() for module in encoder.modules() if isinstance(module, torch.nn.Linear))
 
 
+def _timed(score) -> tuple[np.ndarray, tuple[float, float]]:
+    """`score()`'s result and its (wall, CPU) seconds."""
+    started, started_cpu = time.perf_counter(), time.process_time()
+    result = score()
+    return result, (time.perf_counter() - started, time.process_time() - started_cpu)
+
+
 def _load_average() -> str:
     return ", ".join(f"{load:.1f}" for load in os.getloadavg())
 
@@ -71,6 +80,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2000, help="how many real pairs to score")
     parser.add_argument("--batch-size", type=int, default=32, help="our batch size (the official runs at 32)")
     parser.add_argument("--max-length", type=int, default=512, help="truncation length in tokens, both")
+    parser.add_argument("--rounds", type=int, default=2, help="times each implementation runs, alternating")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
     if args.threads:
@@ -92,34 +102,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         torch.manual_seed(0)
         checkpoint = StyleRanker.from_encoder(str(minilm_path()), device="cpu").save_pretrained(Path(scratch) / "ranker")
-
         official = OfficialRanker.from_pretrained(str(checkpoint)).eval()
         official_tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        official_scores = np.array(
-            official_score_pairs(
-                official, official_tokenizer, instructions, responses,
-                max_length=args.max_length, batch_size=32, device="cpu",
-            )
-        )
-        official_seconds, official_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-        del official
-
         ours = StyleRanker.from_pretrained(checkpoint, device="cpu")
         set_quiet(True)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        our_scores = ours.score_pairs(instructions, responses, batch_size=args.batch_size, max_length=args.max_length)
-        our_seconds, our_cpu = time.perf_counter() - started, time.process_time() - started_cpu
 
+        def score_official() -> np.ndarray:
+            return np.array(
+                official_score_pairs(
+                    official, official_tokenizer, instructions, responses,
+                    max_length=args.max_length, batch_size=32, device="cpu",
+                )
+            )
+
+        def score_ours() -> np.ndarray:
+            return ours.score_pairs(instructions, responses, batch_size=args.batch_size, max_length=args.max_length)
+
+        # The two alternate, round after round, so that the machine speeding up or slowing down
+        # over the run weighs on both alike.
+        official_times, our_times = [], []
+        for round_number in range(1, args.rounds + 1):
+            official_scores, official_time = _timed(score_official)
+            our_scores, our_time = _timed(score_ours)
+            official_times.append(official_time)
+            our_times.append(our_time)
+            print(
+                f"round {round_number}: official wall {official_time[0]:.1f} s, CPU {official_time[1]:.1f} s; "
+                f"ours wall {our_time[0]:.1f} s, CPU {our_time[1]:.1f} s; load average {_load_average()}",
+                flush=True,
+            )
+
+    official_seconds, official_cpu = (sum(times) for times in zip(*official_times))
+    our_seconds, our_cpu = (sum(times) for times in zip(*our_times))
+    scored = len(instructions) * args.rounds
     difference = float(np.max(np.abs(our_scores - official_scores)))
-    official_rate, official_cpu_rate = len(instructions) / official_seconds, len(instructions) / official_cpu
-    our_rate, our_cpu_rate = len(instructions) / our_seconds, len(instructions) / our_cpu
+    official_rate, official_cpu_rate = scored / official_seconds, scored / official_cpu
+    our_rate, our_cpu_rate = scored / our_seconds, scored / our_cpu
     print(
-        f"official score_pairs (batch 32): wall {official_seconds:.1f} s, {official_rate:.2f} pairs/s; "
+        f"official score_pairs (batch 32), {args.rounds} round(s): wall {official_seconds:.1f} s, {official_rate:.2f} pairs/s; "
         f"CPU {official_cpu:.1f} s, {official_cpu_rate:.2f} pairs/CPU-s"
     )
     print(
-        f"sftselect score_pairs (batch {args.batch_size}): wall {our_seconds:.1f} s, {our_rate:.2f} pairs/s; "
+        f"sftselect score_pairs (batch {args.batch_size}), {args.rounds} round(s): wall {our_seconds:.1f} s, {our_rate:.2f} pairs/s; "
         f"CPU {our_cpu:.1f} s, {our_cpu_rate:.2f} pairs/CPU-s"
     )
     print(f"max abs score difference: {difference:.2e}")
@@ -134,10 +158,11 @@ def main() -> None:
     floor_distinct = 2 * parameters * distinct_tokens / rate
     print(f"encoder matmul parameters: {parameters:,}; measured matmul rate: {rate / 1e9:.1f} GFLOP/s")
     print(f"tokens: {all_tokens:,} in all pairs, {distinct_tokens:,} in distinct texts")
-    print(f"floor, all pairs' tokens: {floor_all:.1f} s ({len(instructions) / floor_all:.1f} pairs/s); ours takes {our_seconds / floor_all:.2f}x it (wall)")
-    print(f"floor, distinct texts' tokens: {floor_distinct:.1f} s; ours takes {our_seconds / floor_distinct:.2f}x it (wall)")
+    per_round = our_seconds / args.rounds
+    print(f"floor, all pairs' tokens: {floor_all:.1f} s ({len(instructions) / floor_all:.1f} pairs/s); ours takes {per_round / floor_all:.2f}x it (wall, per round)")
+    print(f"floor, distinct texts' tokens: {floor_distinct:.1f} s; ours takes {per_round / floor_distinct:.2f}x it (wall, per round)")
     print(f"load average (1, 5, 15 min) at the end: {_load_average()}")
-    print(f"wall-clock ratio: {our_rate / official_rate:.2f} (sensitive to the machine's load changing between halves)")
+    print(f"wall-clock ratio: {our_rate / official_rate:.2f} (sensitive to the machine's load changing between runs)")
     print("ratio from CPU time, used because the machine is shared (on a quiet machine it equals the wall ratio):")
     print(f"ratio: {our_cpu_rate / official_cpu_rate:.2f}")
     if difference > 1e-4:
