@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PACKED_MODEL_TYPES = ("BertModel", "RobertaModel", "XLMRobertaModel")
+PACKED_ENCODER_CLASSES = ("BertModel", "RobertaModel", "XLMRobertaModel")
 
 
 def supports_packing(encoder: nn.Module) -> bool:
     """Whether `PackedEncoder` computes what this encoder computes."""
     config = getattr(encoder, "config", None)
     return (
-        type(encoder).__name__ in PACKED_MODEL_TYPES
+        type(encoder).__name__ in PACKED_ENCODER_CLASSES
         and config is not None
         and getattr(config, "position_embedding_type", "absolute") == "absolute"
         and config.hidden_act == "gelu"
