@@ -37,6 +37,14 @@ def _padded_outputs(ranker: StyleRanker, token_ids: list[list[int]]) -> tuple[to
     return ranker.encode(input_ids, mask)
 
 
+def _assert_packed_matches_padded(ranker: StyleRanker, token_ids: list[list[int]]) -> None:
+    with torch.inference_mode():
+        expected_vectors, expected_forms = _padded_outputs(ranker, token_ids)
+        vectors, forms = PackedEncoder(ranker.encoder)(token_ids)
+    torch.testing.assert_close(vectors, expected_vectors, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(forms, expected_forms, atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def tokenizer(minilm_dir):
     return AutoTokenizer.from_pretrained(minilm_dir)
@@ -57,22 +65,12 @@ def test_packed_outputs_match_the_padded_encoder(tmp_path, tokenizer, kind):
         # The sentence vector is then the first token's state.
         ranker.encoder.pooler = None
     assert supports_packing(ranker.encoder)
-    token_ids = tokenizer(TEXTS, truncation=True, max_length=512)["input_ids"]
-    with torch.inference_mode():
-        expected_vectors, expected_forms = _padded_outputs(ranker, token_ids)
-        vectors, forms = PackedEncoder(ranker.encoder)(token_ids)
-    torch.testing.assert_close(vectors, expected_vectors, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(forms, expected_forms, atol=1e-5, rtol=1e-5)
+    _assert_packed_matches_padded(ranker, tokenizer(TEXTS, truncation=True, max_length=512)["input_ids"])
 
 
 def test_scores_with_and_without_packing_agree_on_real_minilm(minilm_dir):
     ranker = StyleRanker.from_encoder(str(minilm_dir), device="cpu").eval()
-    token_ids = ranker.tokenizer(TEXTS * 3, truncation=True, max_length=512)["input_ids"]
-    with torch.inference_mode():
-        expected_vectors, expected_forms = _padded_outputs(ranker, token_ids)
-        vectors, forms = PackedEncoder(ranker.encoder)(token_ids)
-    torch.testing.assert_close(vectors, expected_vectors, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(forms, expected_forms, atol=1e-5, rtol=1e-5)
+    _assert_packed_matches_padded(ranker, ranker.tokenizer(TEXTS * 3, truncation=True, max_length=512)["input_ids"])
 
 
 def test_one_encoder_gives_each_batch_its_own_outputs_as_buffers_are_reused_and_grown(minilm_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,7 @@ class PackedEncoder:
     def __init__(self, encoder: nn.Module):
         config = encoder.config
         self.encoder = encoder
+        self.device = encoder.embeddings.word_embeddings.weight.device
         self.heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         # RoBERTa numbers positions from padding_idx + 1; BERT from 0.
@@ -80,14 +82,11 @@ class PackedEncoder:
             )
 
     def __call__(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.encoder.embeddings.word_embeddings.weight.device
         lengths = [len(sequence) for sequence in sequences]
-        token_ids = torch.tensor([token for sequence in sequences for token in sequence], device=device)
-        positions = torch.cat([torch.arange(length, device=device) for length in lengths]) + self.first_position
+        token_ids = torch.tensor([token for sequence in sequences for token in sequence], device=self.device)
+        positions = torch.cat([torch.arange(length, device=self.device) for length in lengths]) + self.first_position
         states = self._embed(token_ids, positions)
-        starts = [0]
-        for length in lengths:
-            starts.append(starts[-1] + length)
+        starts = list(accumulate(lengths, initial=0))
         spans = list(zip(starts, starts[1:]))
         for layer in self.layers:
             states = self._layer(layer, states, spans)
@@ -110,8 +109,7 @@ class PackedEncoder:
         workspace = getattr(self._local, "workspace", None)
         if workspace is None or workspace.tokens < tokens:
             config = self.encoder.config
-            device = self.encoder.embeddings.word_embeddings.weight.device
-            workspace = _Workspace(tokens, config.hidden_size, config.intermediate_size, device)
+            workspace = _Workspace(tokens, config.hidden_size, config.intermediate_size, self.device)
             self._local.workspace = workspace
         return workspace
 
