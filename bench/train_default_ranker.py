@@ -319,7 +319,7 @@ def main() -> None:
     ranker.save_pretrained(
         args.output,
         include_encoder=top_layer_prefixes(ranker, args.train_top_layers),
-        encoder_dtype=torch.float16,
+        dtype=torch.float16,
         safetensors_only=True,
     )
     held_out = evaluate_checkpoint(args.output, [e for e, part in zip(examples, split) if part == "test"])
@@ -331,8 +331,8 @@ def main() -> None:
 
 
 RECIPE = (
-    "all-MiniLM-L6-v2 with its top {layers} layer(s) and pooler fine-tuned (stored in float16; the other "
-    "layers come from the packaged encoder) and SCAR's heads (linear_dim {linear_dim}); margin ranking loss "
+    "all-MiniLM-L6-v2 with its top {layers} layer(s) and pooler fine-tuned (the other layers come from the "
+    "packaged encoder) and SCAR's heads (linear_dim {linear_dim}), stored in float16; margin ranking loss "
     "(margin 0.5) ranking every LLM response of a batch above every human response of it; AdamW, 10% warm-up "
     "then linear decay, gradient clipping 1.0; split 80/10/10 by instruction; epoch kept by validation "
     "pairwise accuracy."

@@ -15,28 +15,38 @@ from sftselect.models.scar import MINILM_ID, StyleRanker
 BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-minilm-l6"
 
 
-def test_the_bundled_ranker_holds_only_its_fine_tuned_top_layer_and_is_under_ten_megabytes():
+def _trained_layers() -> int:
+    """How many of MiniLM's six layers the training report says were fine-tuned, from the top."""
+    return int(json.loads((BUNDLED / "training_report.json").read_text())["arguments"]["train_top_layers"])
+
+
+def test_the_bundled_ranker_holds_only_its_fine_tuned_top_layers_and_is_under_ten_megabytes():
     from safetensors.torch import load_file
 
     size = sum(path.stat().st_size for path in BUNDLED.rglob("*") if path.is_file())
     assert size < 10_000_000
+    trained = tuple(f"encoder.encoder.layer.{index}." for index in range(6 - _trained_layers(), 6))
     encoder_keys = [key for key in load_file(BUNDLED / "model.safetensors") if key.startswith("encoder.")]
-    assert encoder_keys
-    assert all(key.startswith(("encoder.encoder.layer.5.", "encoder.pooler.")) for key in encoder_keys)
+    assert {key.split(".")[3] for key in encoder_keys if key.startswith("encoder.encoder.layer.")} == {
+        prefix.split(".")[3] for prefix in trained
+    }
+    assert all(key.startswith((*trained, "encoder.pooler.")) for key in encoder_keys)
     assert json.loads((BUNDLED / "config.json").read_text())["encoder_name"] == MINILM_ID
 
 
-def test_the_bundled_ranker_differs_from_the_packaged_encoder_only_in_its_top_layer():
+def test_the_bundled_ranker_differs_from_the_packaged_encoder_only_in_its_top_layers():
     import torch
 
     bundled = StyleRanker.from_pretrained(BUNDLED, device="cpu")
     packaged = StyleRanker.from_encoder(MINILM_ID, device="cpu")
+    frozen = 6 - _trained_layers()
     torch.testing.assert_close(bundled.encoder.embeddings.state_dict(), packaged.encoder.embeddings.state_dict())
     torch.testing.assert_close(
-        bundled.encoder.encoder.layer[4].state_dict(), packaged.encoder.encoder.layer[4].state_dict()
+        bundled.encoder.encoder.layer[frozen - 1].state_dict(), packaged.encoder.encoder.layer[frozen - 1].state_dict()
     )
-    top = bundled.encoder.encoder.layer[5].attention.self.query.weight
-    assert not torch.allclose(top, packaged.encoder.encoder.layer[5].attention.self.query.weight)
+    for index in range(frozen, 6):
+        query = bundled.encoder.encoder.layer[index].attention.self.query.weight
+        assert not torch.allclose(query, packaged.encoder.encoder.layer[index].attention.self.query.weight)
 
 
 def test_select_ranks_with_the_bundled_ranker_by_default():

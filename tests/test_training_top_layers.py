@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sftselect.errors import OptionError
 from sftselect.models.scar import StyleRanker
@@ -62,10 +63,13 @@ def test_partial_checkpoint_keeps_its_top_layer_and_takes_the_rest_from_the_enco
     folder = ranker.save_pretrained(
         tmp_path / "partial",
         include_encoder=top_layer_prefixes(ranker, 1),
-        encoder_dtype=torch.float16,
+        dtype=torch.float16,
         safetensors_only=True,
     )
     assert not (folder / "pytorch_model.bin").exists()
+    stored = load_file(folder / "model.safetensors")
+    assert any(key.startswith("relation_network.") for key in stored)
+    assert {tensor.dtype for tensor in stored.values()} == {torch.float16}
     loaded = StyleRanker.from_pretrained(folder, device="cpu")
     pairs = (["Name a colour.", "Add two and two."], ["Blue.", "Four."])
     np.testing.assert_allclose(

@@ -261,15 +261,16 @@ class StyleRanker(nn.Module):
         self,
         folder: str | os.PathLike,
         include_encoder: bool | Sequence[str] = True,
-        encoder_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
         safetensors_only: bool = False,
     ) -> Path:
         """Write an official-format checkpoint (config, tokenizer, both weight files) atomically.
 
         `include_encoder` may also be key prefixes (`encoder.encoder.layer.5.`): only those encoder
-        weights are saved, optionally cast to `encoder_dtype`, and loading takes the rest from
-        `encoder_name`. `safetensors_only` leaves out `pytorch_model.bin`, which the official
-        package needs but this one does not.
+        weights are saved, and loading takes the rest from `encoder_name`. `dtype` stores every
+        floating-point weight in that type (loading casts them back to the model's).
+        `safetensors_only` leaves out `pytorch_model.bin`, which the official package needs but
+        this one does not.
         """
         from safetensors.torch import save_file
 
@@ -281,11 +282,10 @@ class StyleRanker(nn.Module):
         try:
             state_dict = {}
             for key, value in self.state_dict().items():
-                if key.startswith("encoder."):
-                    if not whole_encoder and not key.startswith(prefixes):
-                        continue
-                    if encoder_dtype is not None and value.is_floating_point():
-                        value = value.to(encoder_dtype)
+                if key.startswith("encoder.") and not whole_encoder and not key.startswith(prefixes):
+                    continue
+                if dtype is not None and value.is_floating_point():
+                    value = value.to(dtype)
                 state_dict[key] = value.detach().to("cpu").clone().contiguous()
             if not safetensors_only:
                 torch.save(state_dict, staging / TORCH_WEIGHTS)
