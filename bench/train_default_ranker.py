@@ -1,4 +1,4 @@
-"""Train the bundled default ranker (all-MiniLM-L6-v2, top layer fine-tuned, with SCAR's heads) from ../shared/data.
+"""Train the bundled default ranker (all-MiniLM-L6-v2, top two layers fine-tuned, with SCAR's heads) from ../shared/data.
 
 Human responses (LIMA, OASST volunteer replies, the SCAR human set) are ranked below LLM
 responses (the AlpacaEval generators, the Alpaca sets, the code sets, the SCAR GPT-3.5 set).
@@ -7,10 +7,11 @@ ranks every LLM response in it above every human response in it, whatever their 
 Every instruction falls in one split (80/10/10 by a hash of its text), so the test figures are
 on instructions never seen in training.
 
-Only the encoder's top layer (and pooler) trains, with the heads: the texts go through the five
-frozen layers once (cached in --lower-states), and each epoch runs one layer. The checkpoint
-keeps just those weights, in float16, and takes the rest of the encoder from the packaged
-all-MiniLM-L6-v2, which keeps it under 10 MB.
+Only the encoder's top layers (--train-top-layers, two by default, and the pooler) train, with
+the heads: the texts go through the frozen layers below once (cached in --lower-states), and
+each epoch runs only the top layers. The checkpoint keeps just those weights and the heads, in
+float16, and takes the rest of the encoder from the packaged all-MiniLM-L6-v2, which keeps it
+under 10 MB.
 
     python bench/train_default_ranker.py --data ../shared/data -o src/sftselect/data/rankers/scar-minilm-l6
 
@@ -31,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-ALPACA_EVAL_PER_GENERATOR = 120
 ALPACA_PER_FILE = 250
 CODE_PER_FILE = 150
 SCAR_GPT35_SAMPLE = 500
@@ -88,8 +88,8 @@ def _sharegpt(path: Path, source: str, human: bool) -> list[Example]:
     return examples
 
 
-def load_examples(data: Path) -> list[Example]:
-    """The human and (sampled) LLM responses of ../shared/data."""
+def load_examples(data: Path, per_generator: int = 120) -> list[Example]:
+    """The human and (sampled) LLM responses of ../shared/data, `per_generator` from each AlpacaEval generator."""
     examples = [
         Example("lima", _alpaca_instruction(item), item["output"], True)
         for item in json.loads((data / "lima/lima_llamafactory.json").read_text())
@@ -99,7 +99,7 @@ def load_examples(data: Path) -> list[Example]:
     examples += scar_human
     for path in sorted((data / "alpaca_eval").glob("*.model_outputs.json")):
         generator = path.name.removesuffix(".model_outputs.json")
-        items = _sample(json.loads(path.read_text()), ALPACA_EVAL_PER_GENERATOR, generator)
+        items = _sample(json.loads(path.read_text()), per_generator, generator)
         examples += [Example(f"alpaca_eval/{generator}", item["instruction"], item["output"], False) for item in items]
     for name in ("stanford_alpaca_pr152_alpaca_5000.json", "llamafactory_alpaca_en_demo.json"):
         items = _sample(json.loads((data / "alpaca" / name).read_text()), ALPACA_PER_FILE, name)
@@ -268,7 +268,8 @@ def main() -> None:
     parser.add_argument("--lower-states", type=Path, default=Path("bench/out/minilm_lower_states.npz"), help="cache of the frozen layers' output")
     parser.add_argument("--max-length", type=int, default=512, help="token truncation, as at scoring time")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size through the frozen layers")
-    parser.add_argument("--train-top-layers", type=int, default=1, help="encoder layers to fine-tune, from the top")
+    parser.add_argument("--train-top-layers", type=int, default=2, help="encoder layers to fine-tune, from the top")
+    parser.add_argument("--alpaca-eval-per-generator", type=int, default=120, help="responses sampled from each AlpacaEval generator")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs")
     parser.add_argument("--batch-size-train", type=int, default=32, help="examples per step, half LLM and half human")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate of the heads")
@@ -285,7 +286,7 @@ def main() -> None:
     from sftselect.training.top_layers import top_layer_prefixes
 
     started = time.perf_counter()
-    examples = load_examples(args.data)
+    examples = load_examples(args.data, args.alpaca_eval_per_generator)
     print(f"examples: {len(examples)} ({sum(e.human for e in examples)} human, {sum(not e.human for e in examples)} LLM)")
     torch.manual_seed(args.seed)
     ranker = StyleRanker.from_encoder(ENCODER, linear_dim=args.linear_dim, device="cpu")
