@@ -88,7 +88,7 @@ def _sharegpt(path: Path, source: str, human: bool) -> list[Example]:
     return examples
 
 
-def load_examples(data: Path, per_generator: int = 120) -> list[Example]:
+def load_examples(data: Path, per_generator: int) -> list[Example]:
     """The human and (sampled) LLM responses of ../shared/data, `per_generator` from each AlpacaEval generator."""
     examples = [
         Example("lima", _alpaca_instruction(item), item["output"], True)
