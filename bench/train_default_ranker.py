@@ -16,6 +16,11 @@ under 10 MB.
     python bench/train_default_ranker.py --data ../shared/data -o src/sftselect/data/rankers/scar-minilm-l6
 
 prints the held-out figures and writes the checkpoint with its training_report.json.
+
+    python bench/train_default_ranker.py --evaluate src/sftselect/data/rankers/scar-minilm-l6 --alpaca-eval-per-generator 120
+
+ranks the test split (or --split val) of another draw of the data with a saved checkpoint, which
+compares checkpoints trained on different draws on the same held-out instructions.
 """
 
 from __future__ import annotations
@@ -269,7 +274,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512, help="token truncation, as at scoring time")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size through the frozen layers")
     parser.add_argument("--train-top-layers", type=int, default=2, help="encoder layers to fine-tune, from the top")
-    parser.add_argument("--alpaca-eval-per-generator", type=int, default=120, help="responses sampled from each AlpacaEval generator")
+    parser.add_argument("--alpaca-eval-per-generator", type=int, default=240, help="responses sampled from each AlpacaEval generator")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs")
     parser.add_argument("--batch-size-train", type=int, default=32, help="examples per step, half LLM and half human")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate of the heads")
