@@ -75,5 +75,5 @@ def test_the_bundled_ranker_loads_offline_and_ranks_held_out_llm_answers_above_h
     human_scores = ranker.score_pairs(*zip(*human), show_progress=False)
     llm_scores = ranker.score_pairs(*zip(*llm), show_progress=False)
     pairwise = np.mean(llm_scores[:, None] > human_scores[None, :])
-    # Held out, the full test split ranks at 0.89 (bench/RESULTS.md); this small sample must clear chance well.
+    # Held out, the full test split ranks at 0.91 (bench/RESULTS.md); this small sample must clear chance well.
     assert pairwise >= 0.7
