@@ -269,7 +269,9 @@ def train(scorer: PairScorer, human: np.ndarray, train_examples: np.ndarray, val
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
-    parser.add_argument("-o", "--output", type=Path, help="checkpoint folder to write")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", type=Path, help="checkpoint folder to write")
+    target.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="train nothing: rank --split of these data with a saved checkpoint")
     parser.add_argument("--lower-states", type=Path, default=Path("bench/out/minilm_lower_states.npz"), help="cache of the frozen layers' output")
     parser.add_argument("--max-length", type=int, default=512, help="token truncation, as at scoring time")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size through the frozen layers")
@@ -283,7 +285,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--linear-dim", type=int, default=384, help="width of the heads' hidden layer")
     parser.add_argument("--dry-run", action="store_true", help="train and print the figures, write nothing")
-    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="train nothing: rank --split of these data with a saved checkpoint")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="the split --evaluate ranks")
     args = parser.parse_args()
     if args.evaluate is not None:
@@ -292,8 +293,6 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         print(f"{args.split} pairwise accuracy (LLM above human): {result['pairwise_accuracy']:.4f}")
         return
-    if args.output is None:
-        parser.error("-o/--output is required unless --evaluate is given")
 
     import torch
 
