@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from sftselect.errors import ModelLoadError, OptionError
 from sftselect.evaluation.generation import GenerationSettings, chat_prompt, generate
-from sftselect.evaluation.sandbox import SandboxLimits, run_programs
+from sftselect.evaluation.sandbox import Program, SandboxLimits, run_programs
 
 CHAT_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one ```python code block.\n\n"
@@ -56,18 +56,20 @@ def extract_code(answer: str, prompt_style: str) -> str:
     return answer[:cut]
 
 
-def build_program(problem: dict[str, str], code: str) -> str:
-    """A runnable test program: the prompt, the model's code, the task's tests and the call to check them.
+def build_program(problem: dict[str, str], code: str) -> Program:
+    """A test program: the prompt with the model's code as the solution; the prompt (for its helpers) and the task's tests.
 
     Code that defines the entry point itself follows the prompt's stub (made valid with
     `pass`), so the prompt's imports and helpers stay in scope and the model's definition
-    wins; any other code is taken as the body that continues the prompt.
+    wins; any other code is taken as the body that continues the prompt. The tests run
+    apart from the solution (see `sftselect.evaluation.sandbox`), so they get the prompt's
+    helpers (such as HumanEval/38's `encode_cyclic`) from the prompt itself.
     """
     if re.search(rf"^\s*def\s+{re.escape(problem['entry_point'])}\s*\(", code, re.MULTILINE):
         solution = problem["prompt"] + "    pass\n\n" + code
     else:
         solution = problem["prompt"] + code
-    return f"{solution}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    return Program(solution, f"{problem['prompt']}\n\n{problem['test']}\n", problem["entry_point"])
 
 
 def pass_at_k(samples: int, correct: int, k: int) -> float:

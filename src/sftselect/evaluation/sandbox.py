@@ -1,30 +1,47 @@
-"""Run untrusted generated Python in a child process that cannot hang, exhaust, or damage the caller.
+"""Run untrusted generated code in an operating-system sandbox, and judge it by tests it cannot reach.
 
-What is guaranteed, and how:
-- Time: a wall-clock timeout kills the child's whole process group; RLIMIT_CPU backs it up.
-- Memory: RLIMIT_AS caps the child's address space, so a memory bomb fails with MemoryError.
-- Processes: an audit hook refuses fork, exec, spawn and subprocess; RLIMIT_NPROC of 1 also
-  stops new processes for an unprivileged user (the kernel does not apply it to root).
-- Files: the child runs in a fresh temporary folder (also its HOME and TMPDIR); an audit hook,
-  which Python code cannot remove, refuses any open-for-writing, removal, rename, mkdir, chmod
-  or link whose path resolves outside that folder; RLIMIT_FSIZE caps the size of any file written.
-- Network: with `unshare -rn` available the child runs in an empty network namespace (no
-  interfaces at all); in every case the audit hook refuses socket connect, bind and sendto.
-- Escape hatches: ctypes and raising the resource limits are refused by the hook, and a program passes only if it runs to the
-  end: exiting early (sys.exit, os._exit) counts as a failure.
-The audit hook is a guard for generated code, not a security boundary against a determined
-attacker with native code; run this inside a container for hostile input.
+A program is a solution (untrusted: defines the entry point) and its tests (trusted: define
+`check(candidate)`, as HumanEval's do). They run in two processes joined by two pipes:
+
+- The solution runs under bubblewrap (`bwrap`): new user, PID, network, mount, IPC, UTS and
+  cgroup namespaces, no capabilities, no further user namespaces. It sees a read-only view of
+  /usr, /lib* and the interpreter's prefix only (no /etc, no /home, nothing else of /root), its
+  own /proc (only its own processes), a minimal /dev, a fresh tmpfs as its working folder (at
+  most `file_bytes`), only a loopback interface of its own, and an environment of five
+  variables: nothing of the caller's (bwrap itself is started with that environment too, so
+  its pid 1 inside shows nothing either). At the time limit, or once the tests are done, the
+  sandbox's pid 1 is killed: the kernel then kills every process in its PID namespace,
+  `setsid` ones included, and this function returns only after they are gone.
+- The tests run in a separate plain process (trusted code, from the problems file), where
+  the entry point is a stand-in that sends each call's arguments to the solution and reads
+  back its answer. Answers travel as Python literals read with `ast.literal_eval`: the tests
+  only ever see plain values (str, bytes, numbers, tuples, lists, dicts, sets, bools, None),
+  never an object of the solution's making, so an answer that "equals anything" is refused.
+
+The verdict is the exit status of the tests' process: 0 only when `check` returned. The
+solution cannot reach that process (another PID namespace, nothing shared but the pipe), so
+printing anything and exiting with success (`os._exit(0)`) is a failure. What is not
+guaranteed: that a solution does not recognise the test inputs it is called with (HumanEval's
+are public); the number of processes a solution may start is unbounded when run as root (the
+kernel exempts root from RLIMIT_NPROC), each capped by RLIMIT_AS, all killed at the time limit.
+
+Without a working bwrap, generated code runs only when the caller asks for it with
+`SandboxLimits(unsafe_no_sandbox=True)`: then the solution is a plain child process with the
+resource limits alone, in a temporary folder, and can do whatever the user can.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import secrets
+import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,68 +49,82 @@ from pathlib import Path
 from typing import Sequence
 
 from sftselect.engine.progress import progress
+from sftselect.errors import OptionError
 
 OUTPUT_TAIL_CHARS = 2000
+REPLY_BYTES = 1024 * 1024
+SANDBOX_FOLDER = "/sandbox"
+NOBODY = "65534"
 
 _RUNNER = r'''
-import os, resource, sys, traceback
-for _name, _value in zip(("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_NPROC"), sys.argv[1:]):
-    resource.setrlimit(getattr(resource, _name), (int(_value), int(_value)))
-_nonce = sys.stdin.readline().strip()
-_root = os.path.realpath(os.getcwd())
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_BLOCKED = {
-    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen",
-    "os.kill", "os.killpg", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-    "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "ctypes.call_function", "os.setuid", "os.chroot",
-    "resource.setrlimit", "resource.prlimit",
-}
-_PATH_EVENTS = {
-    "os.remove": 1, "os.rename": 2, "os.replace": 2, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1,
-    "os.chown": 1, "os.symlink": 2, "os.link": 2, "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1,
-    "shutil.copyfile": 2, "shutil.copytree": 2, "shutil.move": 2, "os.chflags": 1, "os.setxattr": 1,
-    "os.removexattr": 1,
-}
-def _inside(path):
-    if isinstance(path, int):
-        return True
-    resolved = os.path.realpath(os.fsdecode(path))
-    return resolved == _root or resolved.startswith(_root + os.sep)
-def _guard(event, args):
-    if event in _BLOCKED:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "open":
-        path, mode, flags = args
-        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
-        if writing and path is not None and not _inside(path):
-            raise PermissionError(f"sandbox: writing {path!r} outside the working folder is not allowed")
-    elif event in _PATH_EVENTS:
-        for path in args[: _PATH_EVENTS[event]]:
-            if isinstance(path, (str, bytes, os.PathLike)) and not _inside(path):
-                raise PermissionError(f"sandbox: {event} on {path!r} outside the working folder is not allowed")
-with open("program.py", encoding="utf-8") as _file:
-    _code = compile(_file.read(), "program.py", "exec")
-sys.addaudithook(_guard)
-try:
-    exec(_code, {"__name__": "__main__"})
-except BaseException as _error:
-    traceback.print_exception(_error)
-    sys.stderr.flush()
-    os._exit(1)
-sys.stdout.write("\n" + _nonce + "\n")
-sys.stdout.flush()
-os._exit(0)
+import ast, builtins, os, resource, sys
+role, requests_fd, replies_fd, entry_point, source, reply_bytes, *limits = sys.argv[1:]
+for name, value in zip(("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE"), limits):
+    resource.setrlimit(getattr(resource, name), (int(value), int(value)))
+with open(source, encoding="utf-8") as file:
+    code = compile(file.read(), os.path.basename(source), "exec")
+namespace = {"__name__": "__main__"}
+if role == "solution":
+    requests, replies = os.fdopen(int(requests_fd), "rb"), os.fdopen(int(replies_fd), "wb")
+    exec(code, namespace)
+    if not callable(namespace.get(entry_point)):
+        sys.exit(f"the solution does not define {entry_point}()")
+    for line in requests:
+        args, kwargs = ast.literal_eval(line.decode("utf-8"))
+        try:
+            reply = ("return", namespace[entry_point](*args, **kwargs))
+        except Exception as error:
+            reply = ("raise", type(error).__name__, str(error))
+        replies.write(repr(reply).encode("utf-8") + b"\n")
+        replies.flush()
+else:
+    requests, replies = os.fdopen(int(requests_fd), "wb"), os.fdopen(int(replies_fd), "rb")
+    def candidate(*args, **kwargs):
+        try:
+            requests.write(repr((args, kwargs)).encode("utf-8") + b"\n")
+            requests.flush()
+        except BrokenPipeError:
+            line = b""
+        else:
+            line = replies.readline(int(reply_bytes) + 1)
+        if not line.endswith(b"\n"):
+            raise RuntimeError("the solution's answer is too long" if line else "the solution ended without answering")
+        try:
+            reply = ast.literal_eval(line.decode("utf-8"))
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError):
+            raise RuntimeError(f"the solution answered with something that is not plain data: {line[:200]!r}") from None
+        if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "return":
+            return reply[1]
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == "raise":
+            error = getattr(builtins, str(reply[1]), None)
+            if isinstance(error, type) and issubclass(error, Exception):
+                raise error(reply[2])
+            raise RuntimeError(f"the solution raised {reply[1]}: {reply[2]}")
+        raise RuntimeError(f"the solution answered with something that is not an answer: {line[:200]!r}")
+    exec(code, namespace)
+    namespace[entry_point] = candidate
+    namespace["check"](candidate)
 '''
 
 
 @dataclass(frozen=True)
+class Program:
+    """Untrusted SOLUTION code that defines ENTRY_POINT, and trusted TESTS that define check(candidate)."""
+
+    solution: str
+    tests: str
+    entry_point: str
+
+
+@dataclass(frozen=True)
 class SandboxLimits:
-    """Limits for one run of a program."""
+    """Limits for one run of a program, and whether it may run without a sandbox where none works (unsafe)."""
 
     timeout_seconds: float = 10.0
     memory_bytes: int = 1024 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
     open_files: int = 64
+    unsafe_no_sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,99 +139,224 @@ class ExecutionResult:
         return self.status == "passed"
 
 
-@lru_cache(maxsize=1)
-def network_isolation_available() -> bool:
-    """Whether `unshare -rn` can start a process in a fresh user and network namespace here."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return False
+def find_bwrap() -> str | None:
+    """The bubblewrap executable on PATH, if any."""
+    return shutil.which("bwrap")
+
+
+def _interpreter() -> str:
+    """The real interpreter behind this one (a virtual environment's base): only the standard library is needed."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _sandbox_command(bwrap: str, file_bytes: int, extra: Sequence[str] = ()) -> list[str]:
+    """bwrap's options, up to `--`: the namespaces, the read-only system view, the tmpfs folder, the environment."""
+    command = [
+        bwrap, "--unshare-user", "--unshare-all", "--disable-userns", "--die-with-parent", "--new-session",
+        "--cap-drop", "ALL", "--uid", NOBODY, "--gid", NOBODY, "--ro-bind", "/usr", "/usr",
+    ]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            command += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            command += ["--ro-bind", top, top]
+    for folder in sorted({os.path.realpath(sys.base_prefix), os.path.dirname(_interpreter())}):
+        if not folder.startswith("/usr/"):
+            command += ["--ro-bind", folder, folder]
+    command += [
+        "--proc", "/proc", "--dev", "/dev", "--size", str(file_bytes), "--tmpfs", SANDBOX_FOLDER, *extra,
+        "--remount-ro", "/", "--chdir", SANDBOX_FOLDER, "--clearenv",
+    ]
+    for name, value in _environment(SANDBOX_FOLDER).items():
+        command += ["--setenv", name, value]
+    return [*command, "--"]
+
+
+def _environment(home: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+
+
+@lru_cache(maxsize=None)
+def _sandbox_failure(bwrap: str) -> str | None:
+    """Why BWRAP cannot start a sandboxed Python here, or None when it can."""
+    command = [*_sandbox_command(bwrap, 1024 * 1024), _interpreter(), "-I", "-S", "-c", "pass"]
     try:
-        done = subprocess.run([unshare, "-rn", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        done = subprocess.run(command, capture_output=True, timeout=30, env=_environment("/"))
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{bwrap} could not be run ({error})"
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"{bwrap} could not start a sandbox ({message[-1] if message else f'exit status {done.returncode}'})"
+    return None
+
+
+def sandbox_problem() -> str | None:
+    """Why generated code cannot be sandboxed here (bwrap missing or unable to create namespaces), or None."""
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    return _sandbox_failure(bwrap)
+
+
+def require_sandbox(unsafe_no_sandbox: bool = False) -> str | None:
+    """The bwrap to sandbox generated code with; None when there is none and UNSAFE_NO_SANDBOX allows that, else an error."""
+    problem = sandbox_problem()
+    if problem is None:
+        return find_bwrap()
+    if unsafe_no_sandbox:
+        return None
+    raise OptionError(
+        f"refusing to run generated code without a sandbox: {problem}. Install bubblewrap "
+        "(apt-get install bubblewrap) where user namespaces are allowed, or pass --unsafe-no-sandbox "
+        "to run it anyway with only time and memory limits"
+    )
 
 
 def _limit_values(limits: SandboxLimits) -> list[str]:
-    """RLIMIT_CPU, _AS, _FSIZE, _NOFILE, _CORE and _NPROC, as the runner sets them on itself before the program runs."""
-    cpu_seconds = int(limits.timeout_seconds) + 1
-    # NPROC counts the user's existing processes too, so with 1 an unprivileged child can start none.
-    values = (cpu_seconds, limits.memory_bytes, limits.file_bytes, limits.open_files, 0, 1)
+    """RLIMIT_CPU, _AS, _FSIZE, _NOFILE and _CORE, as the runner sets them on itself before any program code runs."""
+    values = (int(limits.timeout_seconds) + 1, limits.memory_bytes, limits.file_bytes, limits.open_files, 0)
     return [str(value) for value in values]
 
 
-def _tail(path: Path) -> str:
+class _Child:
+    """A started process: plain, or bwrap with a pidfd on its sandbox's pid 1 (killing that kills all inside)."""
+
+    def __init__(self, command: list[str], folder: Path, name: str, fds: tuple[int, int], bwrap: str | None, limits: SandboxLimits):
+        status_read = status_write = None
+        if bwrap is not None:
+            status_read, status_write = os.pipe()
+            solution = str(folder / "solution.py")
+            extra = ["--ro-bind", solution, f"{SANDBOX_FOLDER}/solution.py", "--json-status-fd", str(status_write)]
+            command = [*_sandbox_command(bwrap, limits.file_bytes, extra), *command]
+        self.output = folder / f"{name}.out"
+        self.init_pidfd = None
+        with open(self.output, "wb") as output:
+            try:
+                self.process = subprocess.Popen(
+                    command, cwd=folder, env=_environment(str(folder)), stdin=subprocess.DEVNULL, stdout=output,
+                    stderr=subprocess.STDOUT, pass_fds=fds + ((status_write,) if bwrap else ()), start_new_session=True,
+                )
+            finally:
+                if status_write is not None:
+                    os.close(status_write)
+        if status_read is not None:
+            try:
+                self.init_pidfd = _open_sandbox_init(status_read, self.process.pid)
+            finally:
+                os.close(status_read)
+
+    def stop(self) -> None:
+        """Kill the process and everything it started (in the sandbox: its whole PID namespace), and wait for it."""
+        if self.init_pidfd is not None:
+            # bwrap reports the program's exit at once, while its pid 1 may still wait for leftover processes:
+            # kill pid 1, and wait until it is gone, which is after the kernel has killed all else in its namespace.
+            try:
+                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            select.select([self.init_pidfd], [], [], 10)
+            os.close(self.init_pidfd)
+            self.init_pidfd = None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+
+    def tail(self) -> str:
+        try:
+            with open(self.output, "rb") as file:
+                file.seek(0, os.SEEK_END)
+                file.seek(max(0, file.tell() - OUTPUT_TAIL_CHARS))
+                return file.read().decode("utf-8", errors="replace").strip()
+        except OSError:
+            return ""
+
+
+def _open_sandbox_init(status_fd: int, bwrap_pid: int) -> int | None:
+    """A pidfd on the sandbox's pid 1, from bwrap's first status line; None if it has ended already."""
+    data = b""
+    deadline = time.monotonic() + 30
+    while b"\n" not in data and time.monotonic() < deadline:
+        if not select.select([status_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        chunk = os.read(status_fd, 4096)
+        if not chunk:
+            break
+        data += chunk
     try:
-        with open(path, "rb") as file:
-            file.seek(0, os.SEEK_END)
-            file.seek(max(0, file.tell() - OUTPUT_TAIL_CHARS))
-            return file.read().decode("utf-8", errors="replace")
+        pid = int(json.loads(data.split(b"\n")[0])["child-pid"])
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, ProcessLookupError):
+        return None
+    # The pid is ours only if that process is still bwrap's child; checked while the pidfd pins it.
+    try:
+        parent = re.search(r"^PPid:\s*(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     except OSError:
-        return ""
+        parent = None
+    if parent is None or int(parent.group(1)) != bwrap_pid or select.select([pidfd], [], [], 0)[0]:
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
-def run_program(source: str, limits: SandboxLimits = SandboxLimits()) -> ExecutionResult:
-    """Run a Python program in a fresh temporary folder under the sandbox's limits."""
-    nonce = secrets.token_hex(16)
+def run_program(program: Program, limits: SandboxLimits = SandboxLimits()) -> ExecutionResult:
+    """Run a program's solution in the sandbox and its tests beside it; passed only if check() returned."""
+    bwrap = require_sandbox(limits.unsafe_no_sandbox)
+    deadline = time.monotonic() + limits.timeout_seconds
     with tempfile.TemporaryDirectory(prefix="sftselect-sandbox-") as folder:
         workdir = Path(folder)
-        (workdir / "program.py").write_text(source, encoding="utf-8")
-        command = [sys.executable, "-I", "-B", "-c", _RUNNER, *_limit_values(limits)]
-        if network_isolation_available():
-            command = [shutil.which("unshare") or "unshare", "-rn", *command]
-        environment = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": folder,
-            "TMPDIR": folder,
-            "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        with open(workdir / "stdout.txt", "wb") as stdout, open(workdir / "stderr.txt", "wb") as stderr:
-            child = subprocess.Popen(
-                command,
-                cwd=folder,
-                env=environment,
-                stdin=subprocess.PIPE,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        (workdir / "solution.py").write_text(program.solution, encoding="utf-8")
+        (workdir / "tests.py").write_text(program.tests, encoding="utf-8")
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        runner = [_interpreter(), "-I", "-S", "-B", "-u", "-c", _RUNNER]
+        limit_values = [str(REPLY_BYTES), *_limit_values(limits)]
+        started: list[_Child] = []
+        try:
+            source = f"{SANDBOX_FOLDER}/solution.py" if bwrap else "solution.py"
+            fds = (requests_read, replies_write)
+            started.append(_Child([*runner, "solution", *map(str, fds), program.entry_point, source, *limit_values], workdir, "solution", fds, bwrap, limits))
+            fds = (requests_write, replies_read)
+            started.append(_Child([*runner, "tests", *map(str, fds), program.entry_point, "tests.py", *limit_values], workdir, "tests", fds, None, limits))
+        except BaseException:
+            for child in started:
+                child.stop()
+            raise
+        finally:
+            for fd in (requests_read, requests_write, replies_read, replies_write):
+                os.close(fd)
+        solution, tests = started
+        try:
+            tests.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            tests.stop()
             try:
-                child.communicate(input=(nonce + "\n").encode(), timeout=limits.timeout_seconds)
+                # With the tests gone the solution reads the end of its input and leaves; give it a moment to.
+                solution.process.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
-                _kill_group(child)
-                return ExecutionResult("timed out", f"no result within {limits.timeout_seconds:g} s")
-            finally:
-                _kill_group(child)
-        output = _tail(workdir / "stdout.txt")
-        errors = _tail(workdir / "stderr.txt")
-    if child.returncode == 0 and output.rstrip().endswith(nonce):
+                pass
+            solution.stop()
+        detail = "\n".join(part for part in (solution.tail(), tests.tail()) if part)
+    if timed_out:
+        return ExecutionResult("timed out", f"no result within {limits.timeout_seconds:g} s")
+    if tests.process.returncode == 0:
         return ExecutionResult("passed")
-    if child.returncode < 0:
-        errors += f"\nkilled by signal {signal.Signals(-child.returncode).name}"
-    elif child.returncode == 0:
-        errors += "\nexited before running to the end"
-    return ExecutionResult("failed", errors.strip()[-OUTPUT_TAIL_CHARS:])
-
-
-def _kill_group(child: subprocess.Popen) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    child.wait()
+    return ExecutionResult("failed", detail[-OUTPUT_TAIL_CHARS:])
 
 
 def run_programs(
-    sources: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None
+    programs: Sequence[Program], limits: SandboxLimits = SandboxLimits(), workers: int | None = None
 ) -> list[ExecutionResult]:
     """Run many programs, several at a time, each in its own sandbox; results in input order."""
-    workers = workers or max(1, min(len(sources), os.cpu_count() or 1))
-    with progress("running tests", total=len(sources), unit="programs") as bar, ThreadPoolExecutor(workers) as pool:
+    require_sandbox(limits.unsafe_no_sandbox)
+    workers = workers or max(1, min(len(programs), os.cpu_count() or 1))
+    with progress("running tests", total=len(programs), unit="programs") as bar, ThreadPoolExecutor(workers) as pool:
         results = []
-        for result in pool.map(lambda source: run_program(source, limits), sources):
+        for result in pool.map(lambda program: run_program(program, limits), programs):
             results.append(result)
             bar.advance()
     return results
