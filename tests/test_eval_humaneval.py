@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from sftselect.errors import OptionError
@@ -12,9 +18,13 @@ from sftselect.evaluation.humaneval import (
     pass_at_k,
     score_solutions,
 )
-from sftselect.evaluation.sandbox import SandboxLimits
+from sftselect.evaluation.sandbox import SandboxLimits, sandbox_problem
 
 QUICK = SandboxLimits(timeout_seconds=5)
+PROBLEM = sandbox_problem()
+sandboxed = pytest.mark.skipif(PROBLEM is not None, reason=f"no sandbox for generated code here: {PROBLEM}")
+SFTSELECT = Path(sys.executable).with_name("sftselect")
+installed = pytest.mark.skipif(not SFTSELECT.exists(), reason=f"no installed console script at {SFTSELECT}")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +41,17 @@ def test_packaged_data_is_identical_to_the_shared_copy(shared_data):
     assert load_problems(shared_data / "benchmarks" / "HumanEval.jsonl.gz") == load_problems()
 
 
+@sandboxed
+def test_all_164_canonical_solutions_pass(shared_data):
+    everything = load_problems(shared_data / "benchmarks" / "HumanEval.jsonl.gz")
+    started = time.perf_counter()
+    result = score_solutions(everything, [[problem["canonical_solution"]] for problem in everything], limits=SandboxLimits(timeout_seconds=30))
+    failed = [d["task_id"] for d in result.details if d["correct"] == 0]
+    assert result.tasks == 164 and failed == [], [d["samples"][0]["detail"] for d in result.details if d["correct"] == 0][:3]
+    print(f"164 canonical solutions in {time.perf_counter() - started:.1f} s")
+
+
+@sandboxed
 def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
     right = [[problem["canonical_solution"]] for problem in problems]
     wrong = [["    return None\n"] for _ in problems]
@@ -38,6 +59,7 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
     assert score_solutions(problems, wrong, limits=QUICK).pass_at == {1: 0.0}
 
 
+@sandboxed
 def test_a_chat_answer_with_the_whole_function_in_a_code_block_is_run(problems):
     problem = problems[0]
     answer = "Here it is:\n```python\n" + problem["prompt"] + problem["canonical_solution"] + "```\nHope it helps."
@@ -51,8 +73,16 @@ def test_a_completion_is_cut_at_the_next_top_level_definition():
 
 def test_a_program_defining_the_entry_point_keeps_the_prompt_imports(problems):
     problem = problems[0]
-    program = build_program(problem, "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n    return False\n")
-    assert program.startswith(problem["prompt"]) and program.endswith("check(has_close_elements)\n")
+    code = "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n    return False\n"
+    program = build_program(problem, code)
+    assert program.solution.startswith(problem["prompt"]) and program.solution.endswith(code)
+    assert program.entry_point == "has_close_elements"
+
+
+def test_the_tests_get_the_prompts_helpers_but_none_of_the_models_code(problems):
+    program = build_program(problems[0], "    import os\n    os._exit(0)\n")
+    assert program.tests.startswith(problems[0]["prompt"]) and problems[0]["test"] in program.tests
+    assert "os._exit" not in program.tests
 
 
 def test_pass_at_k_matches_the_unbiased_estimator():
@@ -67,6 +97,7 @@ def test_pass_at_k_needs_k_samples():
         pass_at_k(2, 1, 5)
 
 
+@sandboxed
 def test_sampled_solutions_give_pass_at_1_and_pass_at_2(problems):
     problem = problems[0]
     codes = [[problem["canonical_solution"], "    return None\n", "    return None\n"]]
@@ -75,6 +106,7 @@ def test_sampled_solutions_give_pass_at_1_and_pass_at_2(problems):
     assert result.pass_at[2] == pytest.approx(2 / 3)
 
 
+@sandboxed
 def test_a_tiny_model_is_evaluated_end_to_end(tiny_llama_dir, problems):
     from sftselect.evaluation.generation import GenerationSettings, load_for_generation
     from sftselect.evaluation.humaneval import evaluate_humaneval
@@ -86,6 +118,7 @@ def test_a_tiny_model_is_evaluated_end_to_end(tiny_llama_dir, problems):
     assert all(d["samples"][0]["status"] in ("failed", "timed out") for d in result.details)
 
 
+@sandboxed
 def test_humaneval_command_writes_pass_at_1_and_every_sample(tiny_llama_dir, tmp_path):
     import json
 
@@ -110,3 +143,41 @@ def test_sampling_several_solutions_needs_a_temperature(tiny_llama_dir, tmp_path
 
     outcome = CliRunner().invoke(app, ["eval", "humaneval", "--model", str(tiny_llama_dir), "--limit", "1", "--samples", "3"])
     assert isinstance(outcome.exception, OptionError)
+
+
+@installed
+def test_humaneval_command_without_bwrap_refuses_before_loading_the_model(tmp_path):
+    environment = {**os.environ, "PATH": str(tmp_path)}  # no bwrap on this PATH
+    done = subprocess.run(
+        [str(SFTSELECT), "eval", "humaneval", "--model", str(tmp_path / "no-model"), "--limit", "1"],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: refusing to run generated code without a sandbox: bubblewrap (bwrap) is not installed. Install "
+        "bubblewrap (apt-get install bubblewrap) where user namespaces are allowed, or pass --unsafe-no-sandbox to "
+        "run it anyway with only time and memory limits"
+    ]
+
+
+@installed
+def test_humaneval_command_with_the_unsafe_flag_runs_without_bwrap(tiny_llama_dir, tmp_path):
+    environment = {**os.environ, "PATH": str(tmp_path)}
+    done = subprocess.run(
+        [str(SFTSELECT), "eval", "humaneval", "--model", str(tiny_llama_dir), "--limit", "1",
+         "--max-new-tokens", "4", "--unsafe-no-sandbox"],
+        capture_output=True, text=True, env=environment, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "WITHOUT a sandbox" in done.stderr and "pass@1\t0.0000" in done.stdout
+
+
+@installed
+def test_an_experiment_with_humaneval_refuses_without_bwrap_before_any_work(tmp_path):
+    config = tmp_path / "experiment.yaml"
+    config.write_text("data: pool.json\nmodel: some-model\nmethods: [random]\nfractions: [0.5]\n", encoding="utf-8")
+    done = subprocess.run(
+        [str(SFTSELECT), "experiment", str(config)], capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path)}, timeout=120
+    )
+    assert done.returncode == 2 and "refusing to run generated code without a sandbox" in done.stderr
+    assert not (tmp_path / "experiment").exists()

@@ -684,6 +684,10 @@ def finetune_command(
 
 eval_app = typer.Typer(help="Evaluate a model: HumanEval pass@k, or pairwise win rate judged by an LLM.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+UNSAFE_NO_SANDBOX_HELP = (
+    "Where bubblewrap is missing or cannot create namespaces, run generated code anyway, outside any sandbox "
+    "(only time and memory limits): UNSAFE, the code can do whatever you can."
+)
 EVAL_MODEL_HELP = "Model to evaluate: a model folder, a `finetune` output folder (its merged model, else its adapter) or a hub id."
 
 
@@ -714,19 +718,22 @@ def eval_humaneval(
     memory_mb: int = typer.Option(1024, "--memory-mb", help="Address-space limit of each test program, in MiB."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write pass@k and every sample's code and outcome here (JSON)."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP),
 ) -> None:
-    """HumanEval pass@k: generated code runs in a sandbox (time, memory, file and process limits; no network)."""
+    """HumanEval pass@k: generated code runs in a bubblewrap sandbox (no network, no files but its own, no caller's environment; time and memory limits)."""
     from sftselect.evaluation.generation import GenerationSettings, load_for_generation
     from sftselect.evaluation.humaneval import evaluate_humaneval, load_problems
-    from sftselect.evaluation.sandbox import SandboxLimits
+    from sftselect.evaluation.sandbox import SandboxLimits, require_sandbox
 
+    if require_sandbox(unsafe_no_sandbox) is None:
+        console.print("[bold red]warning:[/] running generated code WITHOUT a sandbox (--unsafe-no-sandbox)", highlight=False)
     problems = load_problems(limit=limit)
     loaded, tokenizer = load_for_generation(model)
     result = evaluate_humaneval(
         loaded, tokenizer, problems,
         GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed),
         samples_per_task=samples, ks=tuple(k or (1,)),
-        limits=SandboxLimits(timeout_seconds=timeout, memory_bytes=memory_mb * 1024 * 1024),
+        limits=SandboxLimits(timeout_seconds=timeout, memory_bytes=memory_mb * 1024 * 1024, unsafe_no_sandbox=unsafe_no_sandbox),
         prompt_style=prompt_style,
     )
     if output:
@@ -832,11 +839,14 @@ def analyze_command(
 @app.command("experiment")
 def experiment_command(
     config: str = typer.Argument(..., metavar="CONFIG.yaml", help="Experiment config: data, model, methods, fractions/sizes, finetune and eval settings (see docs/finetune.md)."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP + " (HumanEval)"),
 ) -> None:
     """For each method and budget: select, fine-tune, evaluate; write results.csv/.md and a plot. Reruns resume step by step."""
+    from dataclasses import replace
+
     from sftselect.experiment import load_config, run_experiment
 
-    outcome = run_experiment(load_config(config))
+    outcome = run_experiment(replace(load_config(config), unsafe_no_sandbox=unsafe_no_sandbox))
     print(outcome.table_path.read_text(encoding="utf-8"), end="")
     plot = f", plot {outcome.plot_path}" if outcome.plot_path else " (no plot: matplotlib is not installed)"
     console.print(

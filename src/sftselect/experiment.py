@@ -55,6 +55,7 @@ class ExperimentConfig:
     judge: dict[str, Any] | None
     evaluate_base: bool = True
     data_format: str | None = None
+    unsafe_no_sandbox: bool = False  # from the command line only: HumanEval may run generated code unsandboxed
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -209,7 +210,7 @@ def _evaluate(model_path: str, config: ExperimentConfig, destination: Path) -> N
                 batch_size=options.get("batch_size", 8),
             ),
             samples_per_task=options.get("samples", 1), ks=tuple(options.get("k", (1,))),
-            limits=SandboxLimits(timeout_seconds=options.get("timeout", 10.0)),
+            limits=SandboxLimits(timeout_seconds=options.get("timeout", 10.0), unsafe_no_sandbox=config.unsafe_no_sandbox),
             prompt_style=options.get("prompt_style"),
         )
         results["humaneval"] = humaneval.as_dict()
@@ -246,6 +247,10 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     from sftselect.pipeline import run_selection
     from sftselect.training.finetune import FinetuneSettings, finetune
 
+    if config.humaneval is not None:
+        from sftselect.evaluation.sandbox import require_sandbox
+
+        require_sandbox(config.unsafe_no_sandbox)  # before hours of fine-tuning, not after
     folder = config.output_dir
     folder.mkdir(parents=True, exist_ok=True)
     steps = StepLog(folder)

@@ -353,7 +353,8 @@ def run_programs(
 ) -> list[ExecutionResult]:
     """Run many programs, several at a time, each in its own sandbox; results in input order."""
     require_sandbox(limits.unsafe_no_sandbox)
-    workers = workers or max(1, min(len(programs), os.cpu_count() or 1))
+    # A run waits on its two processes' start-up and on their pipes about as much as it computes.
+    workers = workers or max(1, min(len(programs), 2 * (os.cpu_count() or 1)))
     with progress("running tests", total=len(programs), unit="programs") as bar, ThreadPoolExecutor(workers) as pool:
         results = []
         for result in pool.map(lambda program: run_program(program, limits), programs):
