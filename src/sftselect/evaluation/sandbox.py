@@ -161,7 +161,7 @@ def _sandbox_command(bwrap: str, file_bytes: int, extra: Sequence[str] = ()) -> 
         elif os.path.isdir(top):
             command += ["--ro-bind", top, top]
     for folder in sorted({os.path.realpath(sys.base_prefix), os.path.dirname(_interpreter())}):
-        if not folder.startswith("/usr/"):
+        if folder != "/usr" and not folder.startswith("/usr/"):
             command += ["--ro-bind", folder, folder]
     command += [
         "--proc", "/proc", "--dev", "/dev", "--size", str(file_bytes), "--tmpfs", SANDBOX_FOLDER, *extra,
@@ -219,31 +219,30 @@ def _limit_values(limits: SandboxLimits) -> list[str]:
 
 
 class _Child:
-    """A started process: plain, or bwrap with a pidfd on its sandbox's pid 1 (killing that kills all inside)."""
+    """A started process: plain, or under bwrap with NAME.py of FOLDER in its sandbox and a pidfd on the sandbox's pid 1."""
 
     def __init__(self, command: list[str], folder: Path, name: str, fds: tuple[int, int], bwrap: str | None, limits: SandboxLimits):
-        status_read = status_write = None
-        if bwrap is not None:
-            status_read, status_write = os.pipe()
-            solution = str(folder / "solution.py")
-            extra = ["--ro-bind", solution, f"{SANDBOX_FOLDER}/solution.py", "--json-status-fd", str(status_write)]
-            command = [*_sandbox_command(bwrap, limits.file_bytes, extra), *command]
         self.output = folder / f"{name}.out"
         self.init_pidfd = None
-        with open(self.output, "wb") as output:
-            try:
+        status_read, status_write = os.pipe() if bwrap else (None, None)
+        try:
+            if bwrap is not None:
+                source = ["--ro-bind", str(folder / f"{name}.py"), f"{SANDBOX_FOLDER}/{name}.py"]
+                command = [*_sandbox_command(bwrap, limits.file_bytes, [*source, "--json-status-fd", str(status_write)]), *command]
+                fds = (*fds, status_write)
+            with open(self.output, "wb") as output:
                 self.process = subprocess.Popen(
                     command, cwd=folder, env=_environment(str(folder)), stdin=subprocess.DEVNULL, stdout=output,
-                    stderr=subprocess.STDOUT, pass_fds=fds + ((status_write,) if bwrap else ()), start_new_session=True,
+                    stderr=subprocess.STDOUT, pass_fds=fds, start_new_session=True,
                 )
-            finally:
-                if status_write is not None:
-                    os.close(status_write)
-        if status_read is not None:
-            try:
+            if status_read is not None:
+                os.close(status_write)
+                status_write = None
                 self.init_pidfd = _open_sandbox_init(status_read, self.process.pid)
-            finally:
-                os.close(status_read)
+        finally:
+            for fd in (status_read, status_write):
+                if fd is not None:
+                    os.close(fd)
 
     def stop(self) -> None:
         """Kill the process and everything it started (in the sandbox: its whole PID namespace), and wait for it."""
