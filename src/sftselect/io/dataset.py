@@ -31,16 +31,21 @@ DETECTION_SAMPLE = 100
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record left out under on_error="skip": where it was, why, and what it held."""
+    """A record left out under on_error="skip": where it was, why, and what it held.
+
+    `file` names its input where one side file holds the records of several (`analyze`).
+    """
 
     record: int
     line: int | None
     reason: str
     raw: Any
+    file: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The side-file line for this record."""
-        return {"record": self.record, "line": self.line, "reason": self.reason, "raw": self.raw}
+        where = {} if self.file is None else {"file": self.file}
+        return {**where, "record": self.record, "line": self.line, "reason": self.reason, "raw": self.raw}
 
 
 @dataclass
@@ -233,9 +238,9 @@ class RecordReader:
             raise RecordProblem(f"record is {kind_of(value)}, expected an object")
         fmt, fields = self.format_of(value)
         turns = fmt.to_turns(value, fields)
-        own_id = value.get("id")
-        if own_id is None and fmt.id_field != "id":
-            own_id = value.get(fmt.id_field)
+        if fmt is not self.format:
+            self.other_formats[fmt.name] += 1
+        own_id = fmt.id_of(value)
         return turns, (str(own_id) if own_id is not None else None)
 
     def format_of(self, value: Mapping[str, Any]) -> tuple[Format, dict[str, str]]:
@@ -250,7 +255,6 @@ class RecordReader:
                 f"record is in format {other[0].name}, not in the format given, {self.format.name}; "
                 "without a format given (no --format), each record is read in its own"
             )
-        self.other_formats[other[0].name] += 1
         return other
 
     @staticmethod
@@ -361,6 +365,10 @@ class RecordStream:
     @property
     def skipped(self) -> list[Skipped]:
         return self._reader.skipped
+
+    def format_of(self, value: Mapping[str, Any]) -> tuple[Format, dict[str, str]]:
+        """The format and fields a record read from this stream was read with."""
+        return self._reader.format_of(value)
 
     @property
     def other_formats(self) -> dict[str, int]:

@@ -69,6 +69,13 @@ class Format:
             return False
         return self.accepts is None or self.accepts(record, fields)
 
+    def id_of(self, record: Mapping[str, Any]) -> Any:
+        """The record's own id as written: its `id` field, else this format's id field; None when it has neither."""
+        own_id = record.get("id")
+        if own_id is None and self.id_field != "id":
+            own_id = record.get(self.id_field)
+        return own_id
+
     def holds(self, record: Mapping[str, Any], fields: Mapping[str, str]) -> bool:
         """Whether a record fits this format with a value, not null, in every required field."""
         return self.fits(record, fields) and all(record[fields[name]] is not None for name in self.required)
