@@ -857,7 +857,7 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
     for note in skipped_notes(skipped):
         console.print(f"[yellow]skipped:[/] {note}", highlight=False, soft_wrap=True)
     if side:
-        console.print(f"they and the reasons are in {side}", highlight=False)
+        console.print(f"they and the reasons are in {side}", highlight=False, soft_wrap=True)
 
 
 @app.command("experiment")
