@@ -49,7 +49,7 @@ def test_with_a_format_given_a_record_in_another_names_both_formats_and_where_it
         read_dataset(path, format="alpaca")
     assert str(caught.value) == (
         f"{path}, line 3, record 2: record is in format sharegpt, not in the format given, alpaca; "
-        "without a format given (no --format), each record is read in its own"
+        "with the format detected (--format auto, the default), each record is read in its own"
     )
 
 
@@ -85,3 +85,10 @@ def test_byte_range_blocks_read_a_mixed_file_as_the_whole_file_reader_does(tmp_p
     size = path.stat().st_size
     block = read_jsonl_block(path, 0, size, opened.reader.format.name, opened.reader.fields, opened.reader.detected_field_map)
     assert [record.turns for record in opened.dataset([block]).records] == [record.turns for record in read_dataset(path).records]
+
+
+def test_format_auto_reads_as_no_format_does(tmp_path):
+    path = mixed_file(tmp_path)
+    assert [record.turns for record in read_dataset(path, format="auto").records] == [
+        record.turns for record in read_dataset(path).records
+    ]

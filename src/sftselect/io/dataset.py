@@ -26,6 +26,7 @@ from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, 
 from sftselect.records import Record, Turn
 
 ON_ERROR = ("raise", "skip")
+AUTO_FORMAT = "auto"  # the same as no format: detected, and each record read in its own where it differs
 DETECTION_SAMPLE = 100
 
 
@@ -137,7 +138,7 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
 class RecordReader:
     """Turns raw items into Records: decides the file's format on the first records, then parses each.
 
-    Without a forced format, a record that lacks the file's format's fields but is whole in
+    Without a forced format (None or "auto"), a record that lacks the file's format's fields but is whole in
     another format is read in its own (counted in `other_formats`); with one, it is an error
     that names both formats.
     """
@@ -146,15 +147,15 @@ class RecordReader:
         if on_error not in ON_ERROR:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
         self.name = name
-        self.forced = format
+        self.forced = None if format == AUTO_FORMAT else format
         self.field_map = dict(field_map or {})
         self.on_error = on_error
         self.format: Format | None = None
         self.fields: dict[str, str] = {}
         self.skipped: list[Skipped] = []
         self.other_formats: Counter[str] = Counter()
-        if format is not None and format not in FORMATS:
-            raise OptionError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        if self.forced is not None and self.forced not in FORMATS:
+            raise OptionError(f"unknown format {format!r}; choose {AUTO_FORMAT} or one of {', '.join(FORMATS)}")
 
     @classmethod
     def with_format(
@@ -253,7 +254,7 @@ class RecordReader:
         if self.forced is not None:
             raise RecordProblem(
                 f"record is in format {other[0].name}, not in the format given, {self.format.name}; "
-                "without a format given (no --format), each record is read in its own"
+                "with the format detected (--format auto, the default), each record is read in its own"
             )
         return other
 

@@ -78,7 +78,9 @@ class Format:
 
     def holds(self, record: Mapping[str, Any], fields: Mapping[str, str]) -> bool:
         """Whether a record fits this format with a value, not null, in every required field."""
-        return self.fits(record, fields) and all(record[fields[name]] is not None for name in self.required)
+        return all(record.get(fields[name]) is not None for name in self.required) and (
+            self.accepts is None or self.accepts(record, fields)
+        )
 
 
 def _text(value: Any, what: str) -> str:

@@ -16,8 +16,8 @@ FormatOption = Annotated[
     Optional[str],
     typer.Option(
         "--format",
-        help=f"Input format: {', '.join(FORMAT_NAMES)}. Left out, the file's format is the one most of its first "
-        "records fit, and a record in another format is read in its own.",
+        help=f"Input format: auto (the default) or one of {', '.join(FORMAT_NAMES)}. With auto, the file's format is "
+        "the one most of its first records fit, and a record in another format is read in its own.",
         show_default=False,
     ),
 ]
