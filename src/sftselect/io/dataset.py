@@ -138,9 +138,9 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
 class RecordReader:
     """Turns raw items into Records: decides the file's format on the first records, then parses each.
 
-    Without a forced format (None or "auto"), a record that lacks the file's format's fields but is whole in
-    another format is read in its own (counted in `other_formats`); with one, it is an error
-    that names both formats.
+    Without a forced format (None or "auto"), a record that lacks the file's format's fields but
+    is whole in another format is read in its own (counted in `other_formats`); with one, it is
+    an error that names both formats.
     """
 
     def __init__(self, name: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str):
