@@ -28,7 +28,7 @@ def test_inspect_reports_format_count_turns_lengths_and_problems(tmp_path):
     assert report["turns_per_record"] == {"2": 2, "5": 1}
     assert report["response_chars"]["maximum"] == 5
     assert report["problems"] == [
-        "1 responses are empty or whitespace",
+        "1 more responses are empty or whitespace, in records that have another",
         "1 records repeat an earlier record's conversation exactly",
     ]
 

@@ -13,6 +13,7 @@ from sftselect import __version__
 from sftselect.engine.progress import set_quiet
 from sftselect.errors import SftselectError
 from sftselect.io.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, WithScoresOption
+from sftselect.scorers.defaults import BUNDLED_RANKER, DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
 
 app = typer.Typer(
     name="sftselect",
@@ -348,7 +349,14 @@ def inspect_command(
         out.print("[green]no problems found[/]")
 
 
-@app.command("convert")
+@app.command(
+    "convert",
+    help="Convert a dataset to ShareGPT, Alpaca or OpenAI messages (JSON and JSONL outputs are written as records "
+    "stream). Each record keeps its conversation (system prompt and turns), its id where the target has a place for "
+    "it (sharegpt, alpaca; messages has none) and, Alpaca to Alpaca, its input apart from its instruction. Every other "
+    "key is dropped (alpaca_eval's generator and dataset, for example), and an OpenAssistant tree becomes its "
+    "best-ranked path.",
+)
 def convert_command(
     source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
     dest: str = typer.Argument(..., metavar="OUT", help="Output; its extension picks the container (.json, .jsonl, .jsonl.gz, .parquet, .csv)."),
@@ -358,11 +366,13 @@ def convert_command(
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Convert a dataset to ShareGPT, Alpaca or OpenAI messages (JSON and JSONL outputs are written as records stream)."""
+    from sftselect.engine.progress import is_quiet
     from sftselect.io.convert import convert_source
     from sftselect.io.options import read_arguments
 
     written, skipped, side = convert_source(source, to, dest, overwrite=overwrite, **read_arguments(format, fields, on_error))
+    if is_quiet():
+        return
     console.print(f"wrote {written} records as {to} to {dest}", highlight=False)
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} records[/]; they and the reasons are in {side}", highlight=False)
@@ -381,7 +391,7 @@ def select_command(
     method: str = typer.Option("scar", "--method", help="How to score: scar, deita, deita-complexity, deita-quality, or a baseline: random, longest, perplexity, ifd, superfilter, alpagasus."),
     ranker: Optional[str] = typer.Option(
         None, "--ranker", metavar="NAME_OR_PATH",
-        help="SCAR ranker: a folder in the official format or a hub id (default: lizhuang144/scar-gte-base).",
+        help=f"SCAR ranker: a folder in the official format or a hub id (default: the bundled {BUNDLED_RANKER}).",
     ),
     complexity_model: Optional[str] = typer.Option(None, "--complexity-model", help="deita complexity scorer (folder or hub id)."),
     quality_model: Optional[str] = typer.Option(None, "--quality-model", help="deita quality scorer (folder or hub id)."),
@@ -517,7 +527,7 @@ def score_command(
     ),
     model: Optional[str] = typer.Option(
         None, "--model", help="Scorer model folder or hub id; for --scorer deita it serves as both models. "
-        "Default: hkust-nlp/deita-complexity-scorer or hkust-nlp/deita-quality-scorer.",
+        f"Default: {DEFAULT_COMPLEXITY_MODEL} or {DEFAULT_QUALITY_MODEL}.",
     ),
     complexity_model: Optional[str] = typer.Option(None, "--complexity-model", help="Complexity model for --scorer deita."),
     quality_model: Optional[str] = typer.Option(None, "--quality-model", help="Quality model for --scorer deita."),
@@ -564,7 +574,7 @@ def score_command(
         known = [[{kind: value for kind, value in pair.items() if kind in kinds} for pair in pairs] for pairs in known]
     have = deita.known_kinds(known)
     chosen = {"complexity": complexity_model or model, "quality": quality_model or model}
-    defaults = {"complexity": "hkust-nlp/deita-complexity-scorer", "quality": "hkust-nlp/deita-quality-scorer"}
+    defaults = {"complexity": DEFAULT_COMPLEXITY_MODEL, "quality": DEFAULT_QUALITY_MODEL}
     options = {"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget}
     models = {
         kind: runner.prompt_model(deita.load_scorer_model(chosen[kind] or defaults[kind], backend=backend, **options))
@@ -819,21 +829,42 @@ def analyze_command(
     arguments = read_arguments(format, fields, on_error)
     pool = read_dataset(source, **arguments)
     selections = {}
+    skipped = {source: pool.skipped}
     for path in selected or []:
         name = Path(path).name
         while name in selections:
             name += "'"
-        selections[name] = read_dataset(path, **arguments).records
+        data = read_dataset(path, **arguments)
+        selections[name], skipped[path] = data.records, data.skipped
     losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
     analysis = analyze(
         pool.records, selections, group_by=group_by, lm=losses, use_lm=not no_lm,
-        cache=None if no_lm else open_cache(no_cache, cache_path), pool_name=Path(source).name,
+        cache=None if no_lm else open_cache(no_cache, cache_path), pool_name=Path(source).name, skipped=skipped,
     )
     Console().print(summary_table(analysis))
     if json_out:
         console.print(f"wrote {write_json(analysis, json_out)}", highlight=False)
     if html_out:
         console.print(f"wrote {write_html(analysis, html_out)}", highlight=False)
+    if analysis.skipped:
+        _report_skipped(analysis.skipped, json_out or html_out)
+
+
+def _report_skipped(skipped: list, report: Optional[str]) -> None:
+    """Write the records analyze left out beside its report, as select does beside its output, and say how many."""
+    from pathlib import Path
+
+    from sftselect.analysis.analyze import skipped_notes
+    from sftselect.engine.progress import is_quiet
+    from sftselect.io.write import skipped_path, write_skipped
+
+    side = write_skipped(skipped, skipped_path(Path(report))) if report else None
+    if is_quiet():
+        return
+    for note in skipped_notes(skipped):
+        console.print(f"[yellow]skipped:[/] {note}", highlight=False, soft_wrap=True)
+    if side:
+        console.print(f"they and the reasons are in {side}", highlight=False, soft_wrap=True)
 
 
 @app.command("experiment")

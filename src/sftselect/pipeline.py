@@ -154,8 +154,8 @@ def run_selection(
     """Filter, score and select; returns positions into `records`, the scores and the counts.
 
     `scores` and `embeddings` computed earlier (aligned with `records`) skip the models.
-    Records with no assistant turn cannot be ranked and are set aside (counted as
-    `no_response`). Scores of records removed before scoring are NaN. With `diversity`, deita's filter runs
+    Records with no assistant turn, or only empty or whitespace ones, cannot be ranked and are set
+    aside (counted as `no_response`). Scores of records removed before scoring are NaN. With `diversity`, deita's filter runs
     on the scored records with the budget set by `keep`/`top` (all that pass `min_score`).
     Models run on `engine` (`sftselect.engine.ray_engine`; default: in this process, through `cache`).
     """
@@ -210,10 +210,10 @@ def run_selection(
 
 
 class _HasResponse:
-    """Keeps records with at least one assistant turn: a record with no response has nothing to rank."""
+    """Keeps records with a non-blank assistant turn: an empty or whitespace answer has nothing to rank."""
 
     def keep(self, records: Sequence[Record]) -> np.ndarray:
-        return np.asarray([i for i, record in enumerate(records) if record.pairs()], dtype=np.int64)
+        return np.asarray([i for i, record in enumerate(records) if record.has_response()], dtype=np.int64)
 
 
 def _make_scorer(method: str, model: str | None, batch_size: int | None, device: str | None, options: Mapping[str, Any]) -> Any:

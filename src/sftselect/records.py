@@ -57,6 +57,10 @@ class Record:
                 pairs.append((last_user, turn.text))
         return pairs
 
+    def has_response(self) -> bool:
+        """Whether some assistant turn holds text other than whitespace: a record without one has nothing to rank."""
+        return any(turn.role == "assistant" and turn.text.strip() for turn in self.turns)
+
     @property
     def instruction(self) -> str:
         """The first user turn's text (the instruction of a single-turn record)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from sftselect.analysis.metrics import TEXT_METRICS, text_metrics
 from sftselect.engine.cache import ScoreCache, record_key
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.io.dataset import Skipped
 from sftselect.records import Record
 
 POOL = "pool"
@@ -31,12 +33,13 @@ class Group:
 
 @dataclass
 class Analysis:
-    """Every metric of every analysed record, and the groups to compare."""
+    """Every metric of every analysed record, the groups to compare, and the records left out while reading."""
 
     descriptions: dict[str, str]
     values: dict[str, np.ndarray]
     groups: list[Group]
     notes: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def group_values(self, group: Group, metric: str) -> np.ndarray:
         """The metric's finite values over one group's records."""
@@ -119,11 +122,14 @@ def analyze(
     use_lm: bool = True,
     cache: ScoreCache | None = None,
     pool_name: str = "",
+    skipped: Mapping[str, Sequence[Skipped]] | None = None,
 ) -> Analysis:
     """Metrics of the pool and of each selection (matched to pool records by content) or field group.
 
     A selected record that is not in the pool is measured too, so a selection from another
-    file still compares fairly; each distinct record is measured once.
+    file still compares fairly; each distinct record is measured once. `skipped` holds, by
+    input file, the records left out while reading: each file's count is a note, and every
+    record is kept, naming its file, in `Analysis.skipped`.
     """
     selections = selections or {}
     analysed: list[Record] = list(pool)
@@ -157,4 +163,18 @@ def analyze(
         notes.append("no LM tokenizer given: token length left out")
     if not use_lm or lm is None:
         notes.append("LM metrics (perplexity, instructional surprisal, IFD) left out")
-    return Analysis(descriptions, values, groups, notes)
+    left_out = [replace(entry, file=name) for name, entries in (skipped or {}).items() for entry in entries]
+    notes.extend(skipped_notes(left_out))
+    return Analysis(descriptions, values, groups, notes, left_out)
+
+
+def skipped_notes(skipped: Sequence[Skipped]) -> list[str]:
+    """For each file with records left out while reading: how many, and each reason's count."""
+    by_file: dict[str | None, Counter[str]] = {}
+    for entry in skipped:
+        by_file.setdefault(entry.file, Counter())[entry.reason] += 1
+    notes = []
+    for name, reasons in by_file.items():
+        listed = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        notes.append(f"{name}: {sum(reasons.values())} records could not be read and were skipped ({listed})")
+    return notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -22,11 +23,37 @@ from rich.text import Text
 
 _settings = {"quiet": False}
 PLAIN_REPORT_SECONDS = 10.0
+# Read by these libraries when they are imported; `_quiet_libraries` also covers those imported already.
+QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
 
 
 def set_quiet(quiet: bool) -> None:
-    """Silence every progress report (the CLI's --quiet)."""
+    """Silence every progress report (the CLI's --quiet); quiet also silences the Hugging Face libraries' bars and warnings."""
     _settings["quiet"] = quiet
+    if quiet:
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Turn off the bars and warnings of the Hugging Face libraries without importing one that is not loaded yet."""
+    os.environ.update(QUIET_ENVIRONMENT)
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "datasets" in sys.modules:
+        from datasets.utils.tqdm import disable_progress_bars as disable_dataset_bars
+
+        disable_dataset_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+        logging.set_verbosity_error()
 
 
 def is_quiet() -> bool:

@@ -137,10 +137,12 @@ class _ModelActor:
         return {"position": batch["position"], "value": values}
 
 
-def _read_block(row: dict[str, Any], path: str, stamp: tuple[int, int], format: str, fields: dict[str, str]) -> dict[str, Any]:
+def _read_block(
+    row: dict[str, Any], path: str, stamp: tuple[int, int], format: str, fields: dict[str, str], field_map: dict[str, str] | None
+) -> dict[str, Any]:
     """Ray task: parse one byte range of a plain JSONL file."""
     check_same_file(Path(path), stamp, "on a Ray worker")
-    block = read_jsonl_block(Path(path), int(row["start"]), int(row["end"]), format, fields)
+    block = read_jsonl_block(Path(path), int(row["start"]), int(row["end"]), format, fields, field_map)
     return {"block": row["block"], "payload": pickle.dumps(block, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
@@ -239,7 +241,7 @@ class RayEngine:
         ).map(
             _read_block,
             fn_kwargs={"path": str(opened.path), "stamp": opened.layout.stamp, "format": opened.reader.format.name,
-                       "fields": opened.reader.fields},
+                       "fields": opened.reader.fields, "field_map": opened.reader.detected_field_map},
         )
         with _results(dataset.iter_rows()) as rows, progress("reading (ray)", total=len(ranges), unit="blocks") as bar:
             return opened.dataset(_blocks_in_order(rows, bar))

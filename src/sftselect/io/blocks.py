@@ -105,9 +105,14 @@ def open_jsonl_blocks(
     return JsonlSource(path, layout, reader)
 
 
-def read_jsonl_block(path: Path, start: int, end: int, format: str, fields: Mapping[str, str]) -> JsonlBlock:
-    """Parse the records whose lines begin in [start, end) with a format decided by the driver (numbers relative to the range)."""
-    reader = RecordReader.with_format(str(path), format, fields)
+def read_jsonl_block(
+    path: Path, start: int, end: int, format: str, fields: Mapping[str, str], field_map: Mapping[str, str] | None
+) -> JsonlBlock:
+    """Parse the records whose lines begin in [start, end) as the driver's reader would (numbers relative to the range).
+
+    `format` and `fields` are what the driver decided; `field_map` its `detected_field_map`.
+    """
+    reader = RecordReader.with_format(str(path), format, fields, field_map)
     items, lines = read_jsonl_range(path, start, end)
     entries: list[tuple[Any, ...]] = []
     for item in items:

@@ -1,23 +1,24 @@
-"""Converting records to the standard keys that TRL and LLaMA-Factory read directly."""
+"""Converting records to the standard keys that TRL and LLaMA-Factory read directly, keeping what the target has a place for."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from sftselect.engine.progress import progress
 from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_destination
 from sftselect.io.dataset import Skipped, stream_dataset
-from sftselect.io.formats import RecordProblem
+from sftselect.io.formats import Format, RecordProblem
 from sftselect.io.write import dest_container, skipped_path, write_rows, write_skipped
 from sftselect.records import Record
 
 TARGETS = ("sharegpt", "alpaca", "messages")
 _SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
+ReadAs = tuple[Format, Mapping[str, str]]
 
 
-def to_sharegpt(record: Record) -> dict[str, Any]:
+def to_sharegpt(record: Record, read_as: ReadAs) -> dict[str, Any]:
     """ShareGPT: `id` and `conversations` of {from: system|human|gpt, value} (FastChat and LLaMA-Factory)."""
     return {
         "id": record.id,
@@ -25,16 +26,17 @@ def to_sharegpt(record: Record) -> dict[str, Any]:
     }
 
 
-def to_messages(record: Record) -> dict[str, Any]:
+def to_messages(record: Record, read_as: ReadAs) -> dict[str, Any]:
     """OpenAI / TRL conversational: `messages` of {role, content}."""
     return {"messages": [{"role": turn.role, "content": turn.text} for turn in record.turns]}
 
 
-def to_alpaca(record: Record) -> dict[str, Any]:
-    """Alpaca as LLaMA-Factory reads it: instruction, input, output, plus system and history where present.
+def to_alpaca(record: Record, read_as: ReadAs) -> dict[str, Any]:
+    """Alpaca as LLaMA-Factory reads it: instruction, input, output, plus id, system and history where present.
 
     The last user/assistant pair becomes instruction/output; earlier pairs become `history`.
     Only conversations that alternate user, assistant (after an optional system prompt) fit.
+    A record read as Alpaca keeps its input apart from its instruction.
     """
     turns = list(record.turns)
     system = turns.pop(0).text if turns and turns[0].role == "system" else None
@@ -45,7 +47,13 @@ def to_alpaca(record: Record) -> dict[str, Any]:
             f"(this record has {' '.join(roles) or 'no turns'})"
         )
     pairs = [[turns[i].text, turns[i + 1].text] for i in range(0, len(turns), 2)]
-    row: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    fmt, fields = read_as
+    instruction, extra = pairs[-1][0], ""
+    if fmt.name == "alpaca":
+        instruction, extra = record.original[fields["instruction"]], record.original.get(fields["input"]) or ""
+    own_id = fmt.id_of(record.original)
+    row: dict[str, Any] = {} if own_id is None else {"id": own_id}
+    row.update(instruction=instruction, input=extra, output=pairs[-1][1])
     if system is not None:
         row["system"] = system
     if len(pairs) > 1:
@@ -56,8 +64,13 @@ def to_alpaca(record: Record) -> dict[str, Any]:
 CONVERTERS = {"sharegpt": to_sharegpt, "alpaca": to_alpaca, "messages": to_messages}
 
 
-def convert_records(records: list[Record], target: str, on_error: str, source_name: str) -> tuple[list[dict[str, Any]], list[Skipped]]:
-    """Each record in the target format; records that cannot fit raise, or are skipped with their reason."""
+def convert_records(
+    records: list[Record], target: str, on_error: str, source_name: str, read_as: Callable[[Mapping[str, Any]], ReadAs]
+) -> tuple[list[dict[str, Any]], list[Skipped]]:
+    """Each record in the target format; records that cannot fit raise, or are skipped with their reason.
+
+    `read_as` gives the format and fields a record was read with (`RecordStream.format_of`).
+    """
     if target not in CONVERTERS:
         raise OptionError(f"cannot convert to {target!r}; choose one of {', '.join(TARGETS)}")
     convert = CONVERTERS[target]
@@ -65,7 +78,7 @@ def convert_records(records: list[Record], target: str, on_error: str, source_na
     skipped: list[Skipped] = []
     for record in records:
         try:
-            rows.append(convert(record))
+            rows.append(convert(record, read_as(record.original)))
         except RecordProblem as problem:
             if on_error != "skip":
                 raise DataError(source_name, str(problem), record=record.index) from None
@@ -101,7 +114,7 @@ def convert_source(
     def rows() -> Iterator[dict[str, Any]]:
         with progress("converting", total=None, unit="records") as bar:
             for batch in stream:
-                converted, left_out = convert_records(batch, target, on_error, stream.name)
+                converted, left_out = convert_records(batch, target, on_error, stream.name, stream.format_of)
                 unconvertible.extend(left_out)
                 bar.advance(len(batch))
                 yield from converted

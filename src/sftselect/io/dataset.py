@@ -22,25 +22,31 @@ from sftselect.io.containers import (
     read_json_array,
     sniff_container,
 )
-from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of
+from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of, other_format
 from sftselect.records import Record, Turn
 
 ON_ERROR = ("raise", "skip")
+AUTO_FORMAT = "auto"  # the same as no format: detected, and each record read in its own where it differs
 DETECTION_SAMPLE = 100
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A record left out under on_error="skip": where it was, why, and what it held."""
+    """A record left out under on_error="skip": where it was, why, and what it held.
+
+    `file` names its input where one side file holds the records of several (`analyze`).
+    """
 
     record: int
     line: int | None
     reason: str
     raw: Any
+    file: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The side-file line for this record."""
-        return {"record": self.record, "line": self.line, "reason": self.reason, "raw": self.raw}
+        where = {} if self.file is None else {"file": self.file}
+        return {**where, "record": self.record, "line": self.line, "reason": self.reason, "raw": self.raw}
 
 
 @dataclass
@@ -130,27 +136,44 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
 
 
 class RecordReader:
-    """Turns raw items into Records: detects the format on the first good record, then parses each."""
+    """Turns raw items into Records: decides the file's format on the first records, then parses each.
+
+    Without a forced format (None or "auto"), a record that lacks the file's format's fields but
+    is whole in another format is read in its own (counted in `other_formats`); with one, it is
+    an error that names both formats.
+    """
 
     def __init__(self, name: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str):
         if on_error not in ON_ERROR:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
         self.name = name
-        self.forced = format
+        self.forced = None if format == AUTO_FORMAT else format
         self.field_map = dict(field_map or {})
         self.on_error = on_error
         self.format: Format | None = None
         self.fields: dict[str, str] = {}
         self.skipped: list[Skipped] = []
-        if format is not None and format not in FORMATS:
-            raise OptionError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+        self.other_formats: Counter[str] = Counter()
+        if self.forced is not None and self.forced not in FORMATS:
+            raise OptionError(f"unknown format {format!r}; choose {AUTO_FORMAT} or one of {', '.join(FORMATS)}")
 
     @classmethod
-    def with_format(cls, name: str, format: str, fields: Mapping[str, str]) -> "RecordReader":
-        """A reader for records whose format and fields another reader decided on the first records."""
-        reader = cls(name, format, None, "raise")
+    def with_format(
+        cls, name: str, format: str, fields: Mapping[str, str], field_map: Mapping[str, str] | None
+    ) -> "RecordReader":
+        """A reader for records whose format and fields another reader decided on the first records.
+
+        `field_map` is that reader's when its format was detected (records in another format are
+        read in their own), None when it was forced.
+        """
+        reader = cls(name, format if field_map is None else None, field_map, "raise")
         reader.format, reader.fields = FORMATS[format], dict(fields)
         return reader
+
+    @property
+    def detected_field_map(self) -> dict[str, str] | None:
+        """The field map that `with_format` needs to read as this reader does: None when the format was forced."""
+        return None if self.forced is not None else self.field_map
 
     def records(self, items: Iterator[RawItem]) -> Iterator[tuple[RawItem, Record | None]]:
         """Each item with its Record (None when skipped), the format decided on the first records."""
@@ -214,11 +237,26 @@ class RecordReader:
         """A raw record's turns and its own id (None when it has none); raises RecordProblem."""
         if not is_mapping(value):
             raise RecordProblem(f"record is {kind_of(value)}, expected an object")
-        turns = self.format.to_turns(value, self.fields)
-        own_id = value.get("id")
-        if own_id is None and self.format.id_field != "id":
-            own_id = value.get(self.format.id_field)
+        fmt, fields = self.format_of(value)
+        turns = fmt.to_turns(value, fields)
+        if fmt is not self.format:
+            self.other_formats[fmt.name] += 1
+        own_id = fmt.id_of(value)
         return turns, (str(own_id) if own_id is not None else None)
+
+    def format_of(self, value: Mapping[str, Any]) -> tuple[Format, dict[str, str]]:
+        """The format and fields to read a record with: the file's, or the record's own when it is in another."""
+        if self.format.holds(value, self.fields):
+            return self.format, self.fields
+        other = other_format(value, self.field_map, self.format)
+        if other is None:
+            return self.format, self.fields
+        if self.forced is not None:
+            raise RecordProblem(
+                f"record is in format {other[0].name}, not in the format given, {self.format.name}; "
+                "with the format detected (--format auto, the default), each record is read in its own"
+            )
+        return other
 
     @staticmethod
     def record(number: int, value: Any, turns: tuple[Turn, ...], own_id: str | None) -> Record:
@@ -328,6 +366,15 @@ class RecordStream:
     @property
     def skipped(self) -> list[Skipped]:
         return self._reader.skipped
+
+    def format_of(self, value: Mapping[str, Any]) -> tuple[Format, dict[str, str]]:
+        """The format and fields a record read from this stream was read with."""
+        return self._reader.format_of(value)
+
+    @property
+    def other_formats(self) -> dict[str, int]:
+        """How many records, by format, were read in a format other than the file's."""
+        return dict(self._reader.other_formats)
 
     def __iter__(self) -> Iterator[list[Record]]:
         batch: list[Record] = []

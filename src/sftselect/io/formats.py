@@ -69,11 +69,32 @@ class Format:
             return False
         return self.accepts is None or self.accepts(record, fields)
 
+    def id_of(self, record: Mapping[str, Any]) -> Any:
+        """The record's own id as written: its `id` field, else this format's id field; None when it has neither."""
+        own_id = record.get("id")
+        if own_id is None and self.id_field != "id":
+            own_id = record.get(self.id_field)
+        return own_id
+
+    def holds(self, record: Mapping[str, Any], fields: Mapping[str, str]) -> bool:
+        """Whether a record fits this format with a value, not null, in every required field."""
+        return all(record.get(fields[name]) is not None for name in self.required) and (
+            self.accepts is None or self.accepts(record, fields)
+        )
+
 
 def _text(value: Any, what: str) -> str:
     if isinstance(value, str):
         return value
     raise RecordProblem(f"{what} is {kind_of(value)}, expected a string")
+
+
+def _field_text(record: Mapping[str, Any], fields: Mapping[str, str], canonical: str) -> str:
+    """A string field's text; a missing key is told apart from a null value."""
+    key = fields[canonical]
+    if key not in record:
+        raise RecordProblem(f"record has no field {key!r}")
+    return _text(record[key], f"field {key!r}")
 
 
 def is_mapping(value: Any) -> bool:
@@ -134,7 +155,7 @@ def _system_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> list[
 
 def alpaca_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
     """System, then `history` pairs, then the instruction (joined with a non-empty input by a newline) and output."""
-    instruction = _text(_get(record, fields, "instruction"), f"field {fields['instruction']!r}")
+    instruction = _field_text(record, fields, "instruction")
     extra = _get(record, fields, "input")
     if extra is not None and extra != "":
         input_key = fields["input"]
@@ -220,7 +241,7 @@ def prompt_completion_turns(record: Mapping[str, Any], fields: Mapping[str, str]
 
 def query_response_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
     """`query` and `response`, with optional `system` and `history` pairs as in Alpaca."""
-    query = _text(_get(record, fields, "query"), f"field {fields['query']!r}")
+    query = _field_text(record, fields, "query")
     response = _response(record, fields, "response")
     turns = _system_turns(record, fields) + _history_turns(_get(record, fields, "history"), fields.get("history", ""))
     return tuple(turns + [Turn("user", query), Turn("assistant", response)])
@@ -228,7 +249,7 @@ def query_response_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -
 
 def humaneval_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
     """HumanEval: the function `prompt` and its `canonical_solution`."""
-    prompt = _text(_get(record, fields, "prompt"), f"field {fields['prompt']!r}")
+    prompt = _field_text(record, fields, "prompt")
     return (Turn("user", prompt), Turn("assistant", _response(record, fields, "canonical_solution")))
 
 
@@ -253,7 +274,7 @@ def reference_answer_turns(record: Mapping[str, Any], fields: Mapping[str, str])
 
 def instruction_only_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
     """Test sets of bare instructions (WizardLM's): one user turn, no answer by nature."""
-    return (Turn("user", _text(_get(record, fields, "instruction"), f"field {fields['instruction']!r}")),)
+    return (Turn("user", _field_text(record, fields, "instruction")),)
 
 
 def _best_reply(replies: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -379,3 +400,18 @@ def detect_format(record: Any, field_map: Mapping[str, str], forced: str | None 
         f"no known format fits a record with keys {', '.join(map(str, keys)) or '(none)'}; "
         "name it with --format and map fields with --field CANONICAL=KEY"
     )
+
+
+def other_format(record: Mapping[str, Any], field_map: Mapping[str, str], file_format: Format) -> tuple[Format, dict[str, str]] | None:
+    """The format a record is in when it lacks a field of the file's format but holds another one, else None.
+
+    Only formats that, like the file's, have responses (or, like it, have none) count, so that an
+    Alpaca record missing its output is reported as that, not read as a bare instruction.
+    """
+    try:
+        fmt, fields = detect_format(record, field_map)
+    except RecordProblem:
+        return None
+    if fmt.name == file_format.name or fmt.has_responses != file_format.has_responses or not fmt.holds(record, fields):
+        return None
+    return fmt, fields

@@ -11,7 +11,7 @@ import numpy as np
 
 from sftselect.engine.progress import progress
 from sftselect.errors import DataError
-from sftselect.io.dataset import Dataset, Skipped, stream_dataset
+from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import FORMATS
 from sftselect.records import Record
 
@@ -42,6 +42,8 @@ class Inspection:
     container: str
     records: int
     skipped: int
+    no_response: int
+    other_formats: dict[str, int]
     turns_per_record: dict[int, int]
     instruction_chars: LengthStats
     response_chars: LengthStats
@@ -68,26 +70,34 @@ class _Tally:
             self.conversation_hashes.append(hash(record.turns))
             pairs = record.pairs()
             if not pairs:
-                self.no_response += 1
                 self.instruction_lengths.extend(len(turn.text) for turn in record.turns if turn.role == "user")
-                continue
+            answered = record.has_response()
+            self.no_response += not answered
             for instruction, response in pairs:
                 self.instruction_lengths.append(len(instruction))
                 self.response_lengths.append(len(response))
-                self.empty_responses += not response.strip()
+                self.empty_responses += answered and not response.strip()
                 self.empty_instructions += not instruction.strip()
 
-    def report(self, source: str, format: str, container: str, skipped: list[Skipped]) -> Inspection:
+    def report(
+        self, source: str, format: str, container: str, skipped: list[Skipped], other_formats: Mapping[str, int]
+    ) -> Inspection:
         fmt = FORMATS[format]
         problems = []
         if skipped:
             problems.append(f"{len(skipped)} records could not be read and were skipped")
+        if other_formats:
+            counts = ", ".join(f"{count} {name}" for name, count in sorted(other_formats.items()))
+            problems.append(f"{sum(other_formats.values())} records are in another format than the file's ({counts}); each was read in its own")
         if self.no_response and fmt.has_responses:
-            problems.append(f"{self.no_response} records have no assistant turn")
+            problems.append(
+                f"{self.no_response} records have no response (no assistant turn, or only empty or whitespace ones); "
+                "select drops them before scoring"
+            )
         if not fmt.has_responses:
             problems.append(f"format {fmt.name} holds questions only: there are no responses to score")
         if self.empty_responses:
-            problems.append(f"{self.empty_responses} responses are empty or whitespace")
+            problems.append(f"{self.empty_responses} more responses are empty or whitespace, in records that have another")
         if self.empty_instructions:
             problems.append(f"{self.empty_instructions} instructions are empty or whitespace")
         _, id_counts = np.unique(np.frombuffer(self.id_hashes, dtype=np.int64), return_counts=True)
@@ -103,6 +113,8 @@ class _Tally:
             container=container,
             records=self.records,
             skipped=len(skipped),
+            no_response=self.no_response,
+            other_formats=dict(other_formats),
             turns_per_record=dict(sorted(self.turns.items())),
             instruction_chars=LengthStats.of(self.instruction_lengths),
             response_chars=LengthStats.of(self.response_lengths),
@@ -110,16 +122,9 @@ class _Tally:
         )
 
 
-def inspect_dataset(data: Dataset) -> Inspection:
-    """Count, turn and length statistics of a dataset read whole, and the problems worth a look before selecting."""
-    tally = _Tally()
-    tally.add(data.records)
-    return tally.report(data.name, data.format, data.container, data.skipped)
-
-
 def inspect_source(source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None,
                    on_error: str = "raise", batch_size: int = 10_000) -> Inspection:
-    """The same report, streaming the input in batches so that files larger than memory can be inspected."""
+    """Count, turn and length statistics and the problems worth a look before selecting, streaming the input."""
     stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
     tally = _Tally()
     with progress("inspecting", total=None, unit="records") as bar:
@@ -129,4 +134,4 @@ def inspect_source(source: Any, format: str | None = None, field_map: Mapping[st
     if stream.format is None or tally.records == 0:
         reason = f"; the first because: {stream.skipped[0].reason}" if stream.skipped else ""
         raise DataError(stream.name, f"no record could be read{reason}")
-    return tally.report(stream.name, stream.format, stream.container, stream.skipped)
+    return tally.report(stream.name, stream.format, stream.container, stream.skipped, stream.other_formats)

@@ -16,7 +16,8 @@ FormatOption = Annotated[
     Optional[str],
     typer.Option(
         "--format",
-        help=f"Input format, detected from the first record when left out: {', '.join(FORMAT_NAMES)}.",
+        help=f"Input format: auto (the default) or one of {', '.join(FORMAT_NAMES)}. With auto, the file's format is "
+        "the one most of its first records fit, and a record in another format is read in its own.",
         show_default=False,
     ),
 ]

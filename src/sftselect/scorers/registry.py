@@ -7,16 +7,10 @@ options, loads what it needs lazily, and returns an object with `name`, `identit
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 from sftselect.errors import OptionError
-
-# The ranker `select` uses when --ranker is not given: heads trained by
-# bench/train_default_ranker.py over all-MiniLM-L6-v2 from its PyPI package, so no network is needed.
-DEFAULT_RANKER = str(Path(__file__).resolve().parents[1] / "data" / "rankers" / "scar-minilm-l6")
-DEFAULT_COMPLEXITY_MODEL = "hkust-nlp/deita-complexity-scorer"
-DEFAULT_QUALITY_MODEL = "hkust-nlp/deita-quality-scorer"
+from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL, DEFAULT_RANKER
 
 ScorerFactory = Callable[..., Any]
 
