@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class SftselectError(Exception):
     """Base class of every error sftselect raises on purpose."""
@@ -37,3 +40,21 @@ class ModelLoadError(SftselectError):
 
 class OptionError(SftselectError):
     """A bad combination or value of options."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """An operating-system error as one line: the path and what is wrong with it."""
+    reason = error.strerror or str(error)
+    reason = reason[:1].lower() + reason[1:]
+    # A rename names its destination second: that is the path the user gave.
+    path = error.filename2 if error.filename2 is not None else error.filename
+    if path is None:
+        return reason
+    path = os.fsdecode(path) if isinstance(path, (str, bytes)) else str(path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.lexists(path):
+        if error.errno == errno.ENOENT and not os.path.isdir(folder):
+            return f"{path}: the folder {folder} does not exist"
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{path}: cannot create files in {folder} ({reason})"
+    return f"{path}: {reason}"
