@@ -25,6 +25,10 @@ class DataError(SftselectError):
             where += f", record {record}"
         super().__init__(f"{where}: {problem}")
 
+    def at(self, path: str) -> "DataError":
+        """The same error about a source shown under another name (a stream read through a temporary copy)."""
+        return DataError(path, self.problem, line=self.line, record=self.record)
+
     def __reduce__(self) -> tuple:
         # An error raised on a Ray worker reaches the driver pickled; the default would lose the keywords.
         return (_data_error, (self.path, self.problem, self.line, self.record))
@@ -53,8 +57,11 @@ def describe_os_error(error: OSError) -> str:
     path = os.fsdecode(path) if isinstance(path, (str, bytes)) else str(path)
     folder = os.path.dirname(path) or "."
     if not os.path.lexists(path):
+        # Creating a file (often our temporary one beside the output) failed: the folder is what is wrong.
         if error.errno == errno.ENOENT and not os.path.isdir(folder):
-            return f"{path}: the folder {folder} does not exist"
+            return f"the folder {folder} does not exist"
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return f"{path}: cannot create files in {folder} ({reason})"
+            return f"cannot create files in {folder} ({reason})"
+        if error.errno == errno.ENOTDIR:
+            return f"cannot create files in {folder}: part of that path is a file, not a folder"
     return f"{path}: {reason}"
