@@ -57,10 +57,10 @@ def run_script(*arguments: str, **options) -> subprocess.CompletedProcess:
     return subprocess.run([*script(), *arguments], capture_output=True, text=True, timeout=600, **options)
 
 
-def assert_one_line_error(stderr: str, exit_code: int, expected: str) -> None:
+def assert_one_line_error(stderr: str, exit_code: int, *expected: str) -> None:
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1, stderr
-    assert stderr.startswith("error: ") and expected in stderr, stderr
+    assert stderr.startswith("error: ") and all(part in stderr for part in expected), stderr
     assert exit_code == 2
 
 
@@ -84,19 +84,19 @@ def test_the_app_has_the_sixteen_documented_subcommands():
 @pytest.mark.parametrize("words", sorted(COMMANDS))
 def test_unknown_option_of_every_subcommand_is_one_line(words):
     done = run_script(*words.split(), "--bogus")
-    assert_one_line_error(done.stderr, done.returncode, "No such option: --bogus")
+    assert_one_line_error(done.stderr, done.returncode, "No such option", "--bogus")
     assert done.stdout == ""
 
 
 def test_unknown_option_after_valid_arguments(tmp_path):
     done = run_script("select", str(tmp_path / "x.json"), "-o", str(tmp_path / "y.json"), "--bogus")
-    assert_one_line_error(done.stderr, done.returncode, "No such option: --bogus")
+    assert_one_line_error(done.stderr, done.returncode, "No such option", "--bogus")
 
 
 @pytest.mark.parametrize("arguments", [["bogus"], ["cache", "bogus"], ["ranker", "bogus"], ["eval", "bogus"]])
 def test_unknown_command_is_one_line(arguments):
     done = run_script(*arguments)
-    assert_one_line_error(done.stderr, done.returncode, "No such command 'bogus'")
+    assert_one_line_error(done.stderr, done.returncode, "No such command", "bogus")
 
 
 def test_missing_argument_is_one_line():
