@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftselect.errors import DataError
+from sftselect.errors import DataError, OptionError
 
 CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz", "parquet", "csv", "hf_disk", "hf_dataset")
 EXTENSIONS = {
@@ -125,15 +125,14 @@ def spool_stream(source: str | Path) -> Spool:
     Reading needs several passes (layout, records, the selected records again when writing);
     a stream gives its data only once.
     """
-    if str(source) == STDIN and sys.stdin.isatty():
-        from sftselect.errors import OptionError
-
+    from_stdin = str(source) == STDIN
+    if from_stdin and sys.stdin.isatty():
         raise OptionError("'-' reads the data from standard input, which is a terminal here; pipe or redirect the data in")
     spool = tempfile.NamedTemporaryFile(prefix="sftselect-stream-", suffix=extension_of(Path(source).name) or "")
-    with open(sys.stdin.fileno(), "rb", closefd=False) if str(source) == STDIN else open(source, "rb") as stream:
+    with open(sys.stdin.fileno(), "rb", closefd=False) if from_stdin else open(source, "rb") as stream:
         shutil.copyfileobj(stream, spool, 1 << 20)
     spool.flush()
-    return Spool("<stdin>" if str(source) == STDIN else str(source), spool)
+    return Spool("<stdin>" if from_stdin else str(source), spool)
 
 
 def sniff_container(path: Path) -> str:
