@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import gzip
 import json
+import os
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -190,3 +198,123 @@ def test_not_utf8_large_csv_is_caught_while_streaming(tmp_path, monkeypatch):
     monkeypatch.setattr(containers, "CSV_CHECK_BYTES", 0)
     path = make(tmp_path, "d.csv", "instruction,output\na,1\ncafé,2\n".encode("latin-1"))
     assert error_of(path).startswith(f"{path}, line 1: is not UTF-8 text (byte 0xe9 cannot be decoded) at or after this line")
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+TOO_DEEP = "malformed JSON: nested too deeply to read"
+
+
+def test_json_line_nested_too_deeply_names_the_line(tmp_path):
+    path = make(tmp_path, "d.jsonl", GOOD + '{"instruction": "b", "output": ' + DEEP + "}\n")
+    assert error_of(path).startswith(f"{path}, line 2, record 1: {TOO_DEEP}")
+
+
+def test_json_line_nested_too_deeply_is_one_skipped_record(tmp_path):
+    path = make(tmp_path, "d.jsonl", GOOD + '{"instruction": "b", "deep": ' + DEEP + "}\n" + GOOD)
+    data = read_dataset(path, on_error="skip")
+    assert [record.index for record in data.records] == [0, 2]
+    assert [(skipped.record, skipped.line) for skipped in data.skipped] == [(1, 2)]
+    assert data.skipped[0].reason.startswith(TOO_DEEP)
+
+
+def test_json_array_element_nested_too_deeply_is_one_skipped_record(tmp_path):
+    deep = '{"instruction": "b", "text": "a ] in a string", "deep": ' + DEEP + "}"
+    path = make(tmp_path, "d.json", f"[{GOOD.strip()},\n {deep},\n {GOOD.strip()}]")
+    data = read_dataset(path, on_error="skip")
+    assert [record.index for record in data.records] == [0, 2]
+    assert (data.skipped[0].record, data.skipped[0].line, data.skipped[0].raw) == (1, 2, deep)
+    with pytest.raises(DataError, match=f"line 2, record 1: {TOO_DEEP}"):
+        read_dataset(path)
+
+
+def cut_short_gzip(tmp_path: Path, name: str, text: str) -> Path:
+    whole = gzip.compress(text.encode("utf-8"))
+    return make(tmp_path, name, whole[: len(whole) // 2])
+
+
+MANY = "".join(json.dumps({"instruction": f"q{number}", "output": f"a{number}"}) + "\n" for number in range(3000))
+
+
+def test_cut_short_jsonl_gz_names_the_file_and_where_it_breaks(tmp_path):
+    path = cut_short_gzip(tmp_path, "d.jsonl.gz", MANY)
+    message = error_of(path)
+    assert message.startswith(f"{path}, line ") and "the gzip data is cut short or damaged here" in message
+
+
+def test_cut_short_jsonl_gz_keeps_the_records_before_the_break_under_skip(tmp_path):
+    path = cut_short_gzip(tmp_path, "d.jsonl.gz", MANY)
+    data = read_dataset(path, on_error="skip")
+    assert 0 < len(data.records) < 3000
+    assert [record.original for record in data.records] == [json.loads(line) for line in MANY.splitlines()[: len(data.records)]]
+    assert len(data.skipped) == 1 and "cut short" in data.skipped[0].reason
+    assert data.skipped[0].record == len(data.records)
+
+
+def test_cut_short_gzip_without_an_extension_is_still_recognised(tmp_path):
+    path = cut_short_gzip(tmp_path, "data", MANY)
+    assert read_dataset(path, on_error="skip").container == "jsonl.gz"
+
+
+def test_cut_short_json_gz_names_the_file(tmp_path):
+    path = cut_short_gzip(tmp_path, "d.json.gz", json.dumps([json.loads(line) for line in MANY.splitlines()]))
+    assert error_of(path).startswith(f"{path}: the gzip data is cut short or damaged here")
+
+
+@contextmanager
+def fifo_with(tmp_path: Path, name: str, content: str) -> Iterator[Path]:
+    """A named pipe that gives `content` to its first reader and an empty stream to any later one.
+
+    Reading a FIFO a second time would wait forever for a writer; here it reads nothing, so
+    such a reader fails instead of hanging the test run.
+    """
+    path = tmp_path / name
+    os.mkfifo(path)
+    stop = threading.Event()
+
+    def serve() -> None:
+        pending = content
+        while not stop.is_set():
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                time.sleep(0.01)
+                continue
+            os.set_blocking(descriptor, True)
+            with open(descriptor, "w", encoding="utf-8") as pipe:
+                pipe.write(pending)
+            pending = ""
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=serve, daemon=True)
+    writer.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        writer.join(5)
+
+
+@pytest.mark.parametrize("name", ["d.json", "fifo"])
+def test_a_json_array_from_a_fifo_is_read_whole(tmp_path, name):
+    with fifo_with(tmp_path, name, json.dumps([{"instruction": "a", "output": "1"}, {"instruction": "b", "output": "2"}])) as path:
+        data = read_dataset(path)
+    assert [record.original["instruction"] for record in data.records] == ["a", "b"]
+    assert data.name == str(path)
+
+
+def test_errors_in_a_stream_name_the_stream_not_its_copy(tmp_path):
+    with fifo_with(tmp_path, "d.jsonl", GOOD + '{"instruction": "b"}\n') as path, pytest.raises(DataError) as caught:
+        read_dataset(path)
+    assert str(caught.value) == f"{path}, line 2, record 1: record has no response (field 'output' is missing or null)"
+
+
+def test_the_copy_of_a_stream_is_removed_with_the_dataset(tmp_path, monkeypatch):
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    with fifo_with(tmp_path, "d.jsonl", GOOD * 3) as path:
+        data = read_dataset(path)
+    assert len(list(spools.iterdir())) == 1 and len(data.records) == 3
+    del data
+    gc.collect()
+    assert list(spools.iterdir()) == []

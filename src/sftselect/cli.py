@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated, List, NoReturn, Optional
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sftselect import __version__
 from sftselect.engine.progress import set_quiet
-from sftselect.errors import SftselectError
+from sftselect.errors import SftselectError, describe_os_error
 from sftselect.io.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, WithScoresOption
 from sftselect.scorers.defaults import BUNDLED_RANKER, DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
 
@@ -24,6 +24,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
+# typer 0.29 bundles its own click (typer._click) and older releases use click itself: take the exceptions'
+# module from a class typer re-exports, so that usage errors are caught whichever click is in use.
+ClickException = sys.modules[typer.BadParameter.__module__].ClickException
 
 
 def _version(value: bool) -> None:
@@ -886,20 +889,37 @@ def experiment_command(
 
 
 def main() -> None:
-    """Entry point: run the app and turn our errors into one clear line and exit code 2."""
+    """Entry point: every mistake a user can act on becomes one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer returns the code of a typer.Exit (--version, Ctrl-C's 130) instead of exiting.
+        exit_code = app(standalone_mode=False)
     except SftselectError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
+        _fail(str(error))
+    except ClickException as error:
+        _fail_usage(error)
+    except OSError as error:
+        _fail(describe_os_error(error))
+    except typer.Abort as error:
+        # typer turns an EOFError escaping a command into Abort; say what ended.
+        _fail(f"aborted: {error.__cause__}" if error.__cause__ else "aborted", exit_code=1)
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
+
+
+def _fail(message: str, exit_code: int = 2) -> NoReturn:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(exit_code)
+
+
+def _fail_usage(error: ClickException) -> NoReturn:
+    """A usage error as one line pointing at the command's help; a bare group shows its help, as click does."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        # Plain click carries the help as the message; typer's rich help has been printed already.
+        if error.format_message().strip():
+            error.show()
         sys.exit(error.exit_code)
+    context = getattr(error, "ctx", None)
+    hint = f" (see {context.command_path} --help)" if context is not None else ""
+    _fail(error.format_message() + hint, error.exit_code)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class SftselectError(Exception):
     """Base class of every error sftselect raises on purpose."""
@@ -22,6 +25,10 @@ class DataError(SftselectError):
             where += f", record {record}"
         super().__init__(f"{where}: {problem}")
 
+    def at(self, path: str) -> "DataError":
+        """The same error about a source shown under another name (a stream read through a temporary copy)."""
+        return DataError(path, self.problem, line=self.line, record=self.record)
+
     def __reduce__(self) -> tuple:
         # An error raised on a Ray worker reaches the driver pickled; the default would lose the keywords.
         return (_data_error, (self.path, self.problem, self.line, self.record))
@@ -37,3 +44,24 @@ class ModelLoadError(SftselectError):
 
 class OptionError(SftselectError):
     """A bad combination or value of options."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """An operating-system error as one line: the path and what is wrong with it."""
+    reason = error.strerror or str(error)
+    reason = reason[:1].lower() + reason[1:]
+    # A rename names its destination second: that is the path the user gave.
+    path = error.filename2 if error.filename2 is not None else error.filename
+    if path is None:
+        return reason
+    path = os.fsdecode(path) if isinstance(path, (str, bytes)) else str(path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.lexists(path):
+        # Creating a file (often our temporary one beside the output) failed: the folder is what is wrong.
+        if error.errno == errno.ENOENT and not os.path.isdir(folder):
+            return f"the folder {folder} does not exist"
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"cannot create files in {folder} ({reason})"
+        if error.errno == errno.ENOTDIR:
+            return f"cannot create files in {folder}: part of that path is a file, not a folder"
+    return f"{path}: {reason}"

@@ -11,12 +11,19 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
+import shutil
+import stat
+import sys
+import tempfile
+import zlib
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftselect.errors import DataError
+from sftselect.errors import DataError, OptionError
 
 CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz", "parquet", "csv", "hf_disk", "hf_dataset")
 EXTENSIONS = {
@@ -32,6 +39,12 @@ EXTENSIONS = {
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 BOM = "\ufeff"
 CSV_CHECK_BYTES = 64 << 20
+STDIN = "-"
+# What reading a cut-short or damaged gzip file raises: EOFError for a missing end, the others for bad data.
+BROKEN_GZIP = (EOFError, zlib.error, gzip.BadGzipFile)
+TOO_DEEP = "malformed JSON: nested too deeply to read (Python's JSON parser stops near 1,000 levels of arrays and objects)"
+# A JSON string or one bracket: enough to find where a value too deep for the parser ends.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 @dataclass(slots=True)
@@ -70,11 +83,56 @@ def container_of(path: Path) -> str | None:
         if any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
             return "hf_disk"
         return None
-    name = path.name.lower()
-    for extension, container in EXTENSIONS.items():
-        if name.endswith(extension):
-            return container
-    return None
+    extension = extension_of(path.name)
+    return EXTENSIONS[extension] if extension is not None else None
+
+
+def extension_of(name: str) -> str | None:
+    """The container extension a file name ends with, if any."""
+    lowered = name.lower()
+    return next((extension for extension in EXTENSIONS if lowered.endswith(extension)), None)
+
+
+# Streams ----------------------------------------------------------------------------
+
+
+def is_stream(source: str | Path) -> bool:
+    """Whether a source is stdin ("-") or a pipe, FIFO or device: something that can be read only once."""
+    if str(source) == STDIN:
+        return True
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@dataclass
+class Spool:
+    """A stream's data copied into a temporary file, and the name to show the stream by."""
+
+    name: str
+    file: Any  # the NamedTemporaryFile: the copy is removed when it is closed or freed
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file.name)
+
+
+def spool_stream(source: str | Path) -> Spool:
+    """Copy a stream once into a temporary file (in TMPDIR), removed when the Spool is freed.
+
+    Reading needs several passes (layout, records, the selected records again when writing);
+    a stream gives its data only once.
+    """
+    from_stdin = str(source) == STDIN
+    if from_stdin and sys.stdin.isatty():
+        raise OptionError("'-' reads the data from standard input, which is a terminal here; pipe or redirect the data in")
+    spool = tempfile.NamedTemporaryFile(prefix="sftselect-stream-", suffix=extension_of(Path(source).name) or "")
+    with open(sys.stdin.fileno(), "rb", closefd=False) if from_stdin else open(source, "rb") as stream:
+        shutil.copyfileobj(stream, spool, 1 << 20)
+    spool.flush()
+    return Spool("<stdin>" if from_stdin else str(source), spool)
 
 
 def sniff_container(path: Path) -> str:
@@ -83,8 +141,11 @@ def sniff_container(path: Path) -> str:
         head = handle.read(4096)
     gzipped = head.startswith(b"\x1f\x8b")
     if gzipped:
-        with gzip.open(path, "rb") as handle:
-            head = handle.read(4096)
+        try:
+            # Unlike gzip.open, a decompressor gives what it can of a file that is cut short.
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 4096)
+        except zlib.error as error:
+            raise DataError(str(path), broken_gzip(error)) from None
     first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if first == b"[":
         return "json.gz" if gzipped else "json"
@@ -101,6 +162,11 @@ def _open_binary(path: Path, gzipped: bool):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
+def broken_gzip(error: Exception) -> str:
+    """What is wrong with a gzip file that reading stopped in."""
+    return f"the gzip data is cut short or damaged here ({str(error) or type(error).__name__}); the file may not have been copied whole"
+
+
 def _not_utf8(path: Path, data: bytes, error: UnicodeDecodeError, line: int | None = None) -> DataError:
     line = line if line is not None else data.count(b"\n", 0, error.start) + 1
     return DataError(
@@ -115,8 +181,11 @@ def _not_utf8(path: Path, data: bytes, error: UnicodeDecodeError, line: int | No
 
 def read_json_array(path: Path, gzipped: bool) -> tuple[Layout, list[RawItem]]:
     """Parse a JSON array, keeping each element's exact text and the text around them."""
-    with _open_binary(path, gzipped) as handle:
-        data = handle.read()
+    try:
+        with _open_binary(path, gzipped) as handle:
+            data = handle.read()
+    except BROKEN_GZIP as error:
+        raise DataError(str(path), broken_gzip(error)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -139,10 +208,15 @@ def read_json_array(path: Path, gzipped: bool) -> tuple[Layout, list[RawItem]]:
             raise DataError(str(path), "contains no records (the JSON array is empty)")
         try:
             value, end = decoder.raw_decode(text, position)
+            problem = None
         except json.JSONDecodeError as error:
             raise DataError(str(path), f"malformed JSON: {error.msg} (column {error.colno})", line=error.lineno, record=len(items)) from None
+        except RecursionError:
+            value, end, problem = None, _end_of_nested(text, position), TOO_DEEP
+            if end is None:
+                raise DataError(str(path), TOO_DEEP, line=_line_at(text, position), record=len(items)) from None
         spans.append((position, end))
-        items.append(RawItem(len(items), value, line=None, raw=text[position:end]))
+        items.append(RawItem(len(items), value, line=None, raw=text[position:end], error=problem))
         position = _WHITESPACE.match(text, end).end()
         if text.startswith(",", position):
             position += 1
@@ -172,6 +246,20 @@ def read_json_array(path: Path, gzipped: bool) -> tuple[Layout, list[RawItem]]:
         bom=bom,
     )
     return layout, items
+
+
+def _end_of_nested(text: str, position: int) -> int | None:
+    """Where the array or object starting at `position` ends, found without parsing it (None if it never closes)."""
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text, position):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    return None
 
 
 def _guess_separator(prefix: str) -> str:
@@ -217,21 +305,27 @@ def iter_jsonl(path: Path, gzipped: bool, keep_text: bool = False, only: set[int
     """
     number = 0
     offset = 0
+    line_number = 0
     with _open_binary(path, gzipped) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            start, length = offset, len(line)
-            offset += length
-            content = line
-            if line_number == 1 and content.startswith(b"\xef\xbb\xbf"):
-                content = content[3:]
-                start += 3
-                length -= 3
-            if not content.strip():
-                continue
-            if only is not None and number not in only:
-                yield RawItem(number, line=line_number, offset=start, length=length)
-            else:
-                yield _jsonl_item(path, number, line_number, content, start, keep_text)
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                start, length = offset, len(line)
+                offset += length
+                content = line
+                if line_number == 1 and content.startswith(b"\xef\xbb\xbf"):
+                    content = content[3:]
+                    start += 3
+                    length -= 3
+                if not content.strip():
+                    continue
+                if only is not None and number not in only:
+                    yield RawItem(number, line=line_number, offset=start, length=length)
+                else:
+                    yield _jsonl_item(path, number, line_number, content, start, keep_text)
+                number += 1
+        except BROKEN_GZIP as error:
+            # The records before the break stay good; the break itself is one bad record.
+            yield RawItem(number, line=line_number + 1, raw="", error=broken_gzip(error))
             number += 1
     if number == 0:
         raise DataError(str(path), "file is empty" if offset == 0 else "contains no records (only blank lines)")
@@ -278,12 +372,16 @@ def _jsonl_item(path: Path, number: int, line_number: int, content: bytes, start
     except json.JSONDecodeError as error:
         return RawItem(number, line=line_number, raw=text, offset=start, length=length,
                        error=f"malformed JSON: {error.msg} (column {error.colno})")
+    except RecursionError:
+        return RawItem(number, line=line_number, raw=text, offset=start, length=length, error=TOO_DEEP)
     return RawItem(number, value, line=line_number, raw=text if keep_text else None, offset=start, length=length)
 
 
 def jsonl_layout(path: Path, gzipped: bool) -> Layout:
     """Line ending, byte-order mark and final newline of a JSONL file."""
-    with _open_binary(path, gzipped) as handle:
+    head = b""
+    # A break in gzip data is reported with the record where it happens, as the records are read.
+    with suppress(*BROKEN_GZIP), _open_binary(path, gzipped) as handle:
         head = handle.readline()
     bom = head.startswith(b"\xef\xbb\xbf")
     newline = "\r\n" if head.endswith(b"\r\n") else "\n"
@@ -295,11 +393,11 @@ def jsonl_layout(path: Path, gzipped: bool) -> Layout:
                 handle.seek(-1, 2)
                 ends = handle.read(1) == b"\n"
     else:
-        with gzip.open(path, "rb") as handle:
-            last = b""
+        last = b"\n"
+        with suppress(*BROKEN_GZIP), gzip.open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 last = chunk
-            ends = last.endswith(b"\n")
+        ends = last.endswith(b"\n")
     stamp = None
     if not gzipped:
         status = path.stat()

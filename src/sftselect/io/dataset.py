@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -12,6 +12,7 @@ from sftselect.errors import DataError, OptionError
 from sftselect.io.containers import (
     Layout,
     RawItem,
+    Spool,
     container_of,
     iter_csv,
     iter_hf_rows,
@@ -20,7 +21,9 @@ from sftselect.io.containers import (
     jsonl_layout,
     load_hf_disk,
     read_json_array,
+    is_stream,
     sniff_container,
+    spool_stream,
 )
 from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of, other_format
 from sftselect.records import Record, Turn
@@ -70,11 +73,12 @@ class Dataset:
     spans: array = field(default_factory=lambda: array("q"), repr=False)
     source_object: Any = field(default=None, repr=False)
     input_count: int = 0
+    spool: Spool | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         """How messages name the source."""
-        return str(self.path) if self.path is not None else "<datasets.Dataset>"
+        return _name_of(self.path, self.spool)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,18 +93,33 @@ class Source:
     layout: Layout
     items: Iterator[RawItem]
     hf_dataset: Any = None
+    spool: Spool | None = None
 
     @property
     def name(self) -> str:
-        return str(self.path) if self.path is not None else "<datasets.Dataset>"
+        return _name_of(self.path, self.spool)
+
+
+def _name_of(path: Path | None, spool: Spool | None) -> str:
+    if spool is not None:
+        return spool.name
+    return str(path) if path is not None else "<datasets.Dataset>"
 
 
 def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, only: set[int] | None = None) -> Source:
     """Open a path or `datasets.Dataset` as a stream of raw items, detecting its container.
 
     `keep_text` keeps each gzip JSONL line's text (plain JSONL lines are re-read by byte offset);
-    `only` lets JSONL skip parsing records whose numbers are not in it.
+    `only` lets JSONL skip parsing records whose numbers are not in it. Stdin ("-"), pipes and
+    FIFOs are read once into a temporary file, and errors name the stream.
     """
+    if isinstance(source, (str, Path)) and is_stream(source):
+        spool = spool_stream(source)
+        try:
+            opened = open_source(spool.path, keep_text, batch_size, only)
+        except DataError as error:
+            raise error.at(spool.name) from None
+        return replace(opened, items=_named(opened.items, spool.name), spool=spool)
     if not isinstance(source, (str, Path)):
         import datasets
 
@@ -133,6 +152,14 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
     dataset = load_hf_disk(path)
     layout = Layout(columns=list(dataset.column_names))
     return Source(path, "hf_disk", layout, iter_hf_rows(dataset, batch_size), hf_dataset=dataset)
+
+
+def _named(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
+    """The items, with a DataError raised while reading them naming `name` in place of the file read."""
+    try:
+        yield from items
+    except DataError as error:
+        raise error.at(name) from None
 
 
 class RecordReader:
@@ -325,6 +352,7 @@ def read_dataset(
         spans=spans,
         source_object=opened.hf_dataset,
         input_count=count,
+        spool=opened.spool,
     )
 
 
