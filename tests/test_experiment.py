@@ -8,6 +8,7 @@ import json
 import pytest
 
 from sftselect.errors import OptionError
+from sftselect.evaluation.sandbox import sandbox_problem
 from sftselect.experiment import load_config, run_experiment
 
 
@@ -48,6 +49,10 @@ eval:
 
 @pytest.fixture(scope="module")
 def finished(tiny_llama_dir, tiny_ranker, tmp_path_factory):
+    """The whole loop, HumanEval included: it runs generated code, so only inside the sandbox."""
+    problem = sandbox_problem()
+    if problem is not None:
+        pytest.skip(f"no sandbox for generated code here: {problem}")
     folder = tmp_path_factory.mktemp("experiment")
     config = write_config(folder, tiny_llama_dir, tiny_ranker)
     return folder, config, run_experiment(load_config(config))
