@@ -25,7 +25,7 @@ from sftselect.errors import OptionError
 PathLike = Union[str, "os.PathLike[str]"]
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 # What follows ".NAME." in a temporary name: writer pid, writer host, random letters.
-_TEMPORARY_TAIL = r"\.(\d+)\.([A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp"
+_TEMPORARY_TAIL = r"(\d+)\.([A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp"
 
 
 @dataclass(frozen=True)
