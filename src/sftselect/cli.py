@@ -263,11 +263,8 @@ def ranker_train(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a style ranker on triples; keeps the epoch with the best validation pairwise accuracy."""
-    from sftselect.io.atomic import check_outputs
     from sftselect.training.quality import QualityConstraint
-    from sftselect.training.trainer import TrainingConfig, ranker_output, train_from_triples
-
-    check_outputs([ranker_output(output)], [triples, encoder], overwrite)
+    from sftselect.training.trainer import TrainingConfig, train_from_triples
 
     config = TrainingConfig(
         epochs=epochs,

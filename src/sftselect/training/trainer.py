@@ -350,11 +350,6 @@ RANKER_FOLDER = FolderKind(
 )
 
 
-def ranker_output(folder: str | os.PathLike) -> Output:
-    """The folder `train_from_triples` writes, for checking before training."""
-    return Output(Path(folder), RANKER_FOLDER)
-
-
 def write_report(folder: str | os.PathLike, report: dict[str, Any]) -> Path:
     """Write `training_report.json` into a checkpoint folder atomically."""
     destination = Path(folder) / REPORT_FILE
@@ -391,7 +386,7 @@ def train_from_triples(
     """
     from sftselect.training.triples import read_triples
 
-    check_outputs([ranker_output(output)], [triples_path, encoder], overwrite)
+    check_outputs([Output(Path(output), RANKER_FOLDER)], [triples_path, encoder], overwrite)
     triples = read_triples(triples_path)
     rows = rows_from_triples(triples, constraint)
     train_rows, val_rows, test_rows = split_by_instruction(rows, val_fraction, test_fraction, seed=config.seed)
