@@ -386,4 +386,4 @@ def test_console_script_refuses_a_read_only_folder_before_any_work(tmp_path):
     )
 
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: {locked / 'out.json'}: the folder {locked} is not writable"
+    assert done.stderr.strip() == f"error: {locked / 'out.json'}: the folder {locked} is not writable (permission denied)"

@@ -131,7 +131,7 @@ def _check_folder_writable(dest: Path) -> None:
     if not parent.is_dir():
         raise OptionError(f"{dest}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OptionError(f"{dest}: the folder {parent} is not writable")
+        raise OptionError(f"{dest}: the folder {parent} is not writable (permission denied)")
 
 
 def temporary_beside(dest: Path, folder: bool = False) -> Path:
