@@ -122,15 +122,6 @@ def _llm_backend(model, base_url, local_model, concurrency, retries, timeout, ca
     return make_backend(model, base_url, local_model, concurrency, retries, timeout, cache, device)
 
 
-def _refuse_input_as_output(source: str, output: str) -> None:
-    import os
-
-    from sftselect.errors import OptionError
-
-    if os.path.exists(output) and os.path.samefile(source, output):
-        raise OptionError(f"{output} is the input file: write the result to another file (-o)")
-
-
 @ranker_app.command("synth")
 def ranker_synth(
     human_data: str = typer.Argument(..., help="Human-written data (any format sftselect reads); each record's first exchange is used."),
@@ -153,12 +144,14 @@ def ranker_synth(
     no_cache: LlmNoCache = False,
     data_format: Optional[str] = typer.Option(None, "--format", help="Force the input format (default: detected)."),
     device: LlmDevice = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Ask an LLM for a referenced (rewritten) and a direct response to each human-answered instruction."""
+    from sftselect.io.atomic import check_outputs
     from sftselect.training.synth import SynthPrompts, human_examples, read_prompt, synthesize
     from sftselect.training.triples import write_triples
 
-    _refuse_input_as_output(human_data, output)
+    check_outputs([output], [human_data, referenced_prompt, direct_prompt], overwrite)
     prompts = SynthPrompts(
         referenced=read_prompt(referenced_prompt) if referenced_prompt else SynthPrompts.referenced,
         direct=read_prompt(direct_prompt) if direct_prompt else SynthPrompts.direct,
@@ -166,7 +159,7 @@ def ranker_synth(
     examples = human_examples(human_data, data_format)
     backend = _llm_backend(model, base_url, local_model, concurrency, retries, timeout, cache_path, no_cache, device)
     triples, summary = synthesize(examples, backend, prompts, temperature, max_tokens)
-    write_triples(triples, output)
+    write_triples(triples, output, overwrite=overwrite)
     console.print(
         f"wrote {summary.triples} triples to {output}; missing: {summary.missing_referenced} referenced, "
         f"{summary.missing_direct} direct; {summary.from_cache} replies from the cache"
@@ -194,13 +187,15 @@ def ranker_judge(
     cache_path: LlmCachePath = None,
     no_cache: LlmNoCache = False,
     device: LlmDevice = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Rate every response 0-9 for helpfulness and correctness; unreadable replies are recorded as missing."""
+    from sftselect.io.atomic import check_outputs
     from sftselect.training.judge import judge
     from sftselect.training.synth import read_prompt
     from sftselect.training.triples import read_triples, write_triples
 
-    _refuse_input_as_output(triples, output)
+    check_outputs([output], [triples, helpfulness_prompt, correctness_prompt], overwrite)
     prompts = {}
     if helpfulness_prompt:
         prompts["helpfulness"] = read_prompt(helpfulness_prompt)
@@ -209,7 +204,7 @@ def ranker_judge(
     data = read_triples(triples)
     backend = _llm_backend(model, base_url, local_model, concurrency, retries, timeout, cache_path, no_cache, device)
     scored, summary = judge(data, backend, prompts, temperature, max_tokens)
-    write_triples(scored, output)
+    write_triples(scored, output, overwrite=overwrite)
     missing = ", ".join(f"{label} {count}" for label, count in sorted(summary.missing.items())) or "none"
     console.print(f"wrote {len(scored)} scored triples to {output}; {summary.ratings} ratings, missing: {missing}")
 
@@ -269,6 +264,7 @@ def ranker_train(
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of instructions held out for the test figures."),
     seed: int = typer.Option(42, "--seed", help="Seed of the split, the shuffling and the heads' initialisation."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a style ranker on triples; keeps the epoch with the best validation pairwise accuracy."""
     from sftselect.training.quality import QualityConstraint
@@ -290,7 +286,7 @@ def ranker_train(
     )
     quality = QualityConstraint(constraint, quality_min, quality_max, min_difference)
     report = train_from_triples(
-        triples, output, encoder, config, quality, linear_dim, val_fraction, test_fraction, device
+        triples, output, encoder, config, quality, linear_dim, val_fraction, test_fraction, device, overwrite=overwrite
     )
     for epoch in report["epochs"]:
         loss = epoch["train_loss"]
@@ -460,7 +456,9 @@ def select_command(
     from sftselect.engine.ray_engine import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
+    from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
+    from sftselect.io.write import data_outputs
     from sftselect.pipeline import SelectionSummary, budget_selector, load_embeddings, load_scores, run_selection
 
     baseline_options = {
@@ -468,7 +466,7 @@ def select_command(
         "judge_model": judge_model, "base_url": base_url, "turn_aggregate": turn_aggregate,
     }
     if compare is not None:
-        from sftselect.analysis.compare import compare_methods, parse_methods
+        from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
         from sftselect.analysis.lm import ResponseLosses
         from sftselect.analysis.report import summary_table
 
@@ -476,6 +474,7 @@ def select_command(
             raise OptionError("--compare writes one selection per method into a folder: name it with -o FOLDER")
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
+        check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
         data = read_dataset(source, **read_arguments(format, fields, on_error))
         comparison = compare_methods(
             data, methods, output, keep=keep, top=top, min_score=min_score, models={"scar": ranker},
@@ -491,6 +490,8 @@ def select_command(
     if output is None and indices_out is None:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
+    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out]
+    check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
     if method == "deita" and diversity is None:
         diversity = 0.9
     summary = SelectionSummary()
@@ -558,6 +559,7 @@ def score_command(
 ) -> None:
     """Score every record with deita's complexity and/or quality scorer; write the scores beside the record ids."""
     from sftselect.errors import OptionError
+    from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
@@ -568,7 +570,7 @@ def score_command(
         raise OptionError(f"unknown --scorer {scorer!r}; choose deita-complexity, deita-quality or deita")
     if engine == "ray" and backend == "vllm":
         raise OptionError("--engine ray runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: leave out one of them")
-    _refuse_input_as_output(source, output)
+    check_outputs([output], [source, *(reuse or [])], overwrite)
     runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
     data = runner.read(source, **read_arguments(format, fields, on_error))
     ids = [record.id for record in data.records]
@@ -616,20 +618,21 @@ def embed_command(
 ) -> None:
     """Embed every record for deita's diversity filter; write float32 vectors beside the record ids."""
     from sftselect.errors import OptionError
+    from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
     from sftselect.models import embedders
 
+    if embedder not in ("sentence", "lm"):
+        raise OptionError(f"unknown --embedder {embedder!r}; choose sentence or lm")
+    if embedder == "lm" and not model:
+        raise OptionError("--embedder lm needs --model (a causal LM folder or hub id)")
+    check_outputs(embedders.embedding_outputs(output), [source], overwrite)
     if embedder == "sentence":
         encoder = embedders.SentenceEmbedder(model, device=device, batch_size=batch_size)
-    elif embedder == "lm":
-        if not model:
-            raise OptionError("--embedder lm needs --model (a causal LM folder or hub id)")
-        encoder = embedders.CausalLMEmbedder.from_pretrained(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)
     else:
-        raise OptionError(f"unknown --embedder {embedder!r}; choose sentence or lm")
-    _refuse_input_as_output(source, output)
+        encoder = embedders.CausalLMEmbedder.from_pretrained(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)
     runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
     data = runner.read(source, **read_arguments(format, fields, on_error))
     if runner.name == "local" and runner.cache is None:
@@ -675,9 +678,11 @@ def finetune_command(
 ) -> None:
     """Fine-tune a model on DATA with LoRA (TRL's SFTTrainer); loss on assistant turns only. bf16 on a GPU, fp32 on CPU."""
     from sftselect.io import read_dataset
+    from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
-    from sftselect.training.finetune import FinetuneSettings, finetune
+    from sftselect.training.finetune import FinetuneSettings, finetune, finetune_output
 
+    check_outputs([finetune_output(output)], [source, model], overwrite)
     data = read_dataset(source, **read_arguments(format, fields, on_error))
     settings = FinetuneSettings(
         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -704,16 +709,6 @@ UNSAFE_NO_SANDBOX_HELP = (
 EVAL_MODEL_HELP = "Model to evaluate: a model folder, a `finetune` output folder (its merged model, else its adapter) or a hub id."
 
 
-def _write_json_result(path: str, content: dict) -> None:
-    import json
-    from pathlib import Path
-
-    from sftselect.io.atomic import atomic_path
-
-    with atomic_path(Path(path)) as temporary:
-        temporary.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 @eval_app.command("humaneval")
 def eval_humaneval(
     model: str = typer.Option(..., "--model", metavar="PATH", help=EVAL_MODEL_HELP),
@@ -732,12 +727,16 @@ def eval_humaneval(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write pass@k and every sample's code and outcome here (JSON)."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """HumanEval pass@k: generated code runs in a bubblewrap sandbox (no network, no files but its own, no caller's environment; time and memory limits)."""
     from sftselect.evaluation.generation import GenerationSettings, load_for_generation
     from sftselect.evaluation.humaneval import evaluate_humaneval, load_problems
     from sftselect.evaluation.sandbox import SandboxLimits, require_sandbox
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import write_json_file
 
+    check_outputs([output], [], overwrite)
     if require_sandbox(unsafe_no_sandbox) is None:
         console.print("[bold red]warning:[/] running generated code WITHOUT a sandbox (--unsafe-no-sandbox)", highlight=False)
     problems = load_problems(limit=limit)
@@ -750,7 +749,7 @@ def eval_humaneval(
         prompt_style=prompt_style,
     )
     if output:
-        _write_json_result(output, {"model": model, **result.as_dict()})
+        write_json_file({"model": model, **result.as_dict()}, output, overwrite)
     for at, value in result.pass_at.items():
         print(f"pass@{at}\t{value:.4f}\t({result.tasks} tasks, {result.samples_per_task} samples each, {result.prompt_style} prompts)")
 
@@ -768,12 +767,16 @@ def eval_judge(
     concurrency: int = typer.Option(8, "--concurrency", help="Judge requests in flight at once."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not keep or reuse the judge's replies (default: cached, so a rerun costs nothing)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the win rate and every question's verdicts here (JSON)."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Pairwise win rate against a reference model's answers, each question judged in both orders."""
     from sftselect.evaluation.generation import GenerationSettings, load_for_generation
     from sftselect.evaluation.judge import answer_questions, judge_pairwise, load_questions, pair_with_references
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import write_json_file
     from sftselect.models.llm import OpenAIChatBackend, default_llm_cache
 
+    check_outputs([output], [questions, reference], overwrite)
     asked = pair_with_references(
         load_questions(questions), load_questions(reference) if reference else None, source=reference or questions
     )[:limit]
@@ -784,7 +787,7 @@ def eval_judge(
     model_answers = answer_questions(loaded, tokenizer, asked, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size))
     result = judge_pairwise(asked, model_answers, judge)
     if output:
-        _write_json_result(output, {"model": model, "judge": judge_model, **result.as_dict()})
+        write_json_file({"model": model, "judge": judge_model, **result.as_dict()}, output, overwrite)
     print(
         f"win rate\t{result.win_rate:.4f}\t(wins {result.wins}, ties {result.ties}, losses {result.losses}; "
         f"{result.position_inconsistent} position-inconsistent, {result.unjudged} unjudged)"
@@ -818,6 +821,7 @@ def analyze_command(
     format: FormatOption = None,
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Compare style metrics (length, lexical diversity, layout, LM perplexity...) of a pool and its selections or groups."""
     from pathlib import Path
@@ -827,8 +831,13 @@ def analyze_command(
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
     from sftselect.io import read_dataset
+    from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
+    from sftselect.io.write import skipped_path
 
+    report = json_out or html_out
+    side_file = skipped_path(Path(report)) if report and on_error == "skip" else None
+    check_outputs([json_out, html_out, side_file], [source, *(selected or [])], overwrite)
     arguments = read_arguments(format, fields, on_error)
     pool = read_dataset(source, **arguments)
     selections = {}
@@ -846,9 +855,9 @@ def analyze_command(
     )
     Console().print(summary_table(analysis))
     if json_out:
-        console.print(f"wrote {write_json(analysis, json_out)}", highlight=False)
+        console.print(f"wrote {write_json(analysis, json_out, overwrite=overwrite)}", highlight=False)
     if html_out:
-        console.print(f"wrote {write_html(analysis, html_out)}", highlight=False)
+        console.print(f"wrote {write_html(analysis, html_out, overwrite=overwrite)}", highlight=False)
     if analysis.skipped:
         _report_skipped(analysis.skipped, json_out or html_out)
 

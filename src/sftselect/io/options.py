@@ -40,7 +40,11 @@ OnErrorOption = Annotated[
 ]
 OverwriteOption = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace OUT if it exists, even when it is the input itself."),
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output, only when it is an earlier output of the same kind (a file, or a folder "
+        "holding nothing but what sftselect writes there). An input is never replaced.",
+    ),
 ]
 WithScoresOption = Annotated[
     bool,
