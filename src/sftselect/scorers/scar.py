@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import torch
 
 from sftselect.devices import pick_device
-from sftselect.errors import DataError, OptionError
 from sftselect.models.scar import StyleRanker
 from sftselect.models.scar_inference import check_sizes, score_text_pairs
-from sftselect.records import Record
+from sftselect.scorers.base import PairScorer, TurnPairs
 
 TURN_AGGREGATES = ("first", "mean", "min")
 
 
-class ScarScorer:
-    """Scores records with a SCAR style ranker; a multi-turn record's turns are aggregated."""
+class ScarScorer(PairScorer):
+    """Scores records with a SCAR style ranker; a multi-turn record's turns are combined by `turn_aggregate`."""
 
     name = "scar"
 
@@ -33,12 +30,10 @@ class ScarScorer:
         show_progress: bool = True,
     ):
         check_sizes(batch_size, max_length)
-        if turn_aggregate not in TURN_AGGREGATES:
-            raise OptionError(f"turn aggregate must be one of {', '.join(TURN_AGGREGATES)}, got {turn_aggregate!r}")
+        super().__init__(turn_aggregate, TURN_AGGREGATES)
         self.ranker = ranker.to(pick_device(device)).eval() if device is not None else ranker.eval()
         self.batch_size = batch_size
         self.max_length = max_length
-        self.turn_aggregate = turn_aggregate
         self.show_progress = show_progress
 
     def to(self, device: str | torch.device) -> ScarScorer:
@@ -57,35 +52,18 @@ class ScarScorer:
             "weights_sha256": self.ranker.fingerprint(),
             "encoder_name": self.ranker.config.encoder_name,
             "max_length": self.max_length,
-            "turn_aggregate": self.turn_aggregate,
+            "turn_aggregate": self.aggregate,
             "precision": "bf16" if self.ranker.device.type == "cuda" else "fp32",
             "sftselect_version": __version__,
         }
 
-    def pair_scores(self, records: Sequence[Record]) -> list[np.ndarray]:
-        """Per record, the score of each (user, assistant) pair, in turn order."""
-        pairs_per_record = [record.pairs() for record in records]
-        for record, pairs in zip(records, pairs_per_record):
-            if not pairs:
-                raise DataError(
-                    f"record id {record.id!r}",
-                    "has no assistant turn, so there is no response for SCAR to score; "
-                    "drop the record or read the data with on_error='skip'",
-                    record=record.index,
-                )
-        flat = [pair for pairs in pairs_per_record for pair in pairs]
-        scores = score_text_pairs(
+    def score_pairs(self, pairs: TurnPairs) -> np.ndarray:
+        """The ranker's score of each pair."""
+        return score_text_pairs(
             self.ranker,
-            [instruction for instruction, _ in flat],
-            [response for _, response in flat],
+            pairs.instructions,
+            pairs.responses,
             batch_size=self.batch_size,
             max_length=self.max_length,
             show_progress=self.show_progress,
         )
-        bounds = np.cumsum([0] + [len(pairs) for pairs in pairs_per_record])
-        return [scores[start:end] for start, end in pairwise(bounds)]
-
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        """One float64 score per record: its pairs' scores combined by `turn_aggregate`."""
-        combine = {"first": lambda scores: scores[0], "mean": np.mean, "min": np.min}[self.turn_aggregate]
-        return np.array([combine(scores) for scores in self.pair_scores(records)], dtype=np.float64)

@@ -1,0 +1,29 @@
+"""The filter every selection ends its filters with: a record with no response has nothing to rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from sftselect.records import Record
+from sftselect.selectors.base import RecordFilter, Sifted
+
+
+def has_response(record: Record) -> bool:
+    """Whether some assistant turn of the record holds more than whitespace."""
+    return any(response.strip() for _, response in record.pairs())
+
+
+@dataclass(frozen=True)
+class HasResponse(RecordFilter):
+    """Keeps records with a response: an assistant turn that is not empty or whitespace only."""
+
+    step: ClassVar[str] = "response"
+
+    def sift(self, records: Sequence[Record]) -> Sifted:
+        """Records with a response kept, in input order; the others dropped as having no response."""
+        answered = [has_response(record) for record in records]
+        kept = np.flatnonzero(np.asarray(answered, dtype=bool)).astype(np.int64)
+        return Sifted(kept, {position: self.drop("no response") for position, yes in enumerate(answered) if not yes})
