@@ -43,8 +43,9 @@ def installed(tmp_path_factory) -> dict[str, str]:
     info = site / "sftselect_reward_model-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sftselect-reward-model\nVersion: 0.1.0\n")
-    entry_points = (EXAMPLE / "pyproject.toml").read_text().split('[project.entry-points."sftselect.scorers"]')[1].split("\n\n")[0]
-    (info / "entry_points.txt").write_text("[sftselect.scorers]" + entry_points + "\n")
+    # What pip writes from the example's pyproject.toml: its entry points, as INI lines without TOML's quotes.
+    declared = (EXAMPLE / "pyproject.toml").read_text().split('[project.entry-points."sftselect.scorers"]')[1].split("\n\n")[0]
+    (info / "entry_points.txt").write_text("[sftselect.scorers]" + declared.replace('"', "") + "\n")
     path = os.pathsep.join([str(site), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, "COLUMNS": "250"}
 

@@ -116,14 +116,15 @@ def _longest(model: str | None = None) -> Scorer:
     return LongestScorer()
 
 
-def _losses(model: str | None, lm: str | None, max_response_tokens: int, batch_tokens: int, device: str | None, prompt: str | None = None) -> Any:
+def _losses(
+    model: str | None, lm: str | None, max_response_tokens: int, batch_tokens: int, device: str | None, plain_prompt: bool = False
+) -> Any:
+    """The LM losses of the LM baselines: `lm` (or `model`; default the packaged SmolLM2), chat or plain prompt."""
     from sftselect.analysis.lm import ResponseLosses
     from sftselect.scorers.baselines import default_superfilter_lm
 
-    options = {"max_response_tokens": max_response_tokens, "batch_tokens": batch_tokens, "device": device}
-    if prompt == "plain":
-        return default_superfilter_lm(lm or model, **options)
-    return ResponseLosses(lm or model, **options)
+    make = default_superfilter_lm if plain_prompt else ResponseLosses
+    return make(lm or model, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
 
 
 @register_scorer("perplexity")
@@ -172,7 +173,7 @@ def _superfilter(
     """IFD from a small proxy LM with a plain prompt, IFD >= 1 dropped (Superfiltering)."""
     from sftselect.scorers.baselines import SuperfilterScorer
 
-    return SuperfilterScorer(_losses(model, lm, max_response_tokens, batch_tokens, device, prompt="plain"), cache=cache)
+    return SuperfilterScorer(_losses(model, lm, max_response_tokens, batch_tokens, device, plain_prompt=True), cache=cache)
 
 
 @register_scorer("alpagasus")
