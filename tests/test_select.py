@@ -124,3 +124,33 @@ def test_the_summary_reports_each_filter_and_the_selection():
     assert "deduplicated: 1 (exact 1, near 0)" in lines
     assert "non-English:  1" in lines
     assert "selected:     1" in lines
+
+
+def test_a_pipeline_composed_by_hand_runs_its_steps_and_reports_every_drop():
+    from sftselect.pipeline import Pipeline
+    from sftselect.scorers.baselines import LongestScorer
+    from sftselect.selectors.dedup import ExactDedup
+    from sftselect.selectors.response import HasResponse
+
+    records = make_records([("q", "one two three"), ("Q", "One two  three"), ("q2", "one"), ("q3", "   "), ("q4", "one two")])
+    pipeline = Pipeline(selector=TopK(1), scorer=LongestScorer(), filters=(ExactDedup(), HasResponse()))
+    selection = run_selection(records, pipeline)
+    assert selection.indices.tolist() == [0]
+    assert {position: drop.reason for position, drop in selection.drops.items()} == {
+        1: "exact duplicate", 2: "below the cutoff", 3: "no response", 4: "below the cutoff"
+    }
+    assert selection.ranks.tolist() == [1, 0, 3, 0, 2]
+
+
+def test_the_diversity_filter_in_the_pipeline_says_which_kept_record_a_dropped_one_resembles():
+    records = make_records([(f"q{i}", f"a{i}") for i in range(3)])
+    embeddings = np.array([[1, 0], [1, 0.01], [0, 1]], dtype=np.float32)
+    pipeline = build_pipeline(top=2, diversity=0.9, scored=True)
+    selection = run_selection(records, pipeline, scores=np.array([0.9, 0.8, 0.7]), embeddings=embeddings)
+    assert selection.indices.tolist() == [0, 2]
+    assert (selection.drops[1].reason, selection.drops[1].detail["to"]) == ("too similar", "0")
+
+
+def test_the_deita_method_selects_with_its_diversity_preset():
+    assert build_pipeline("deita", top=5, scored=True).selector.threshold == 0.9
+    assert build_pipeline("scar", top=5, scored=True).selector == TopK(5)

@@ -268,7 +268,8 @@ def run_selection(
             summary.add_scoring(engine, len(kept_records))
 
     with summary.step("selecting"):
-        context = SelectionContext(kept_records, _vectors(kept_records, candidates, embeddings, pipeline, engine))
+        vectors = _vectors(kept_records, candidates, embeddings, pipeline, engine) if pipeline.selector.uses_embeddings else None
+        context = SelectionContext(kept_records, vectors)
         chosen = pipeline.selector.select(candidate_scores, context)
     indices = candidates[chosen]
     if pipeline.order == "input":
