@@ -7,6 +7,8 @@
 under OUT_DIR/<case>; the deita and LM cases use a randomly initialised 2-layer Llama with
 SmolLM2's tokenizer, built once into --models (seed 0, so both checkouts score with the same
 weights). `compare` lists every file that differs or exists on one side only, and exits 1 if any.
+Across the issue-16 rule (a record whose every response is blank has no response and is
+dropped before scoring) longest-dedup differs: code_alpaca_2k has two empty outputs.
 """
 
 from __future__ import annotations
