@@ -191,7 +191,7 @@ def test_a_saved_checkpoint_has_the_permissions_of_plain_folders_and_files(ranke
 
 
 def test_length_batches_keep_to_the_batch_size_and_the_token_budget():
-    from sftselect.scorers.scar import length_batches
+    from sftselect.batching import length_batches
 
     lengths = [300, 120, 100, 90, 10, 10, 10, 10, 10]
     batches = list(length_batches(range(len(lengths)), lengths, batch_size=3, max_tokens=250))

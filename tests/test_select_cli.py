@@ -216,7 +216,7 @@ def test_deita_method_reads_complexity_and_quality_files_and_filters_for_diversi
 @pytest.mark.parametrize("aggregate", ["mean", "first", "min"])
 def test_turn_aggregate_combines_the_scores_of_every_assistant_turn(aggregate, tmp_path, tiny_ranker):
     from sftselect.models.scar import StyleRanker
-    from sftselect.scorers.scar import score_text_pairs
+    from sftselect.models.scar_inference import score_text_pairs
 
     conversations = [
         {"conversations": [

@@ -13,6 +13,7 @@ from sftselect.engine.cache import CachedScorer, ScoreCache, folder_digest
 from sftselect.engine.progress import progress
 from sftselect.errors import ModelLoadError, OptionError
 from sftselect.records import Record
+from sftselect.scorers.base import TurnPairs
 
 LM_METRICS: dict[str, str] = {
     "perplexity": "perplexity of the response alone (LM)",
@@ -196,15 +197,10 @@ class ResponseLosses:
 
     def losses(self, records: Sequence[Record]) -> np.ndarray:
         """Per record, over all its responses: mean token loss given the instruction, mean loss alone, tokens."""
-        pairs: list[tuple[str, str]] = []
-        owner: list[int] = []
-        for position, record in enumerate(records):
-            for pair in record.pairs():
-                pairs.append(pair)
-                owner.append(position)
-        per_pair = self.pair_losses(pairs) if pairs else np.zeros((0, 3))
+        pairs = TurnPairs.of(records)
+        per_pair = self.pair_losses(list(zip(pairs.instructions, pairs.responses))) if len(pairs) else np.zeros((0, 3))
         totals = np.zeros((len(records), 3), dtype=np.float64)
-        np.add.at(totals, np.asarray(owner, dtype=np.int64), per_pair)
+        np.add.at(totals, pairs.owners, per_pair)
         result = np.full((len(records), 3), math.nan, dtype=np.float64)
         has_tokens = totals[:, TOKENS] > 0
         result[has_tokens, CONDITIONAL] = totals[has_tokens, CONDITIONAL] / totals[has_tokens, TOKENS]

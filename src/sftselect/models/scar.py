@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from sftselect.engine.cache import file_digest
-from sftselect.errors import ModelLoadError, OptionError
+from sftselect.devices import pick_device
+from sftselect.errors import ModelLoadError
 from sftselect.io.atomic import temporary_beside
+from sftselect.models.scar_inference import score_text_pairs
 
 MODEL_TYPE = "style_ranker"
 CONFIG_FILE = "config.json"
@@ -183,9 +185,7 @@ class StyleRanker(nn.Module):
         max_length: int = 512,
         show_progress: bool = True,
     ) -> np.ndarray:
-        """Scores of (instruction, response) pairs as float64; see `sftselect.scorers.scar`."""
-        from sftselect.scorers.scar import score_text_pairs
-
+        """Scores of (instruction, response) pairs as float64; see `sftselect.models.scar_inference`."""
         return score_text_pairs(
             self, instructions, responses, batch_size=batch_size, max_length=max_length, show_progress=show_progress
         )
@@ -210,7 +210,7 @@ class StyleRanker(nn.Module):
         config = RankerConfig(str(encoder_name_or_path), hidden, int(linear_dim or hidden))
         ranker = cls(encoder, tokenizer, config)
         ranker.source = str(encoder_name_or_path)
-        return ranker.to(_pick_device(device)).eval()
+        return ranker.to(pick_device(device)).eval()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> StyleRanker:
@@ -255,7 +255,7 @@ class StyleRanker(nn.Module):
             )
         ranker.source = str(name_or_path)
         ranker.weights_sha256 = file_digest(weights_file)
-        return ranker.to(_pick_device(device)).eval()
+        return ranker.to(pick_device(device)).eval()
 
     def save_pretrained(
         self,
@@ -310,15 +310,6 @@ def _open_permissions(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for path in folder.iterdir():
         path.chmod(0o666 & ~umask)
-
-
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise OptionError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
 
 
 def _few(keys: list[str]) -> str:

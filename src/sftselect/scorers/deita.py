@@ -11,16 +11,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from sftselect.errors import DataError, OptionError
 from sftselect.records import Record
+from sftselect.scorers.base import PAIR_AGGREGATES, PairScorer, TurnPairs
 
 COMPLEXITY = "deita_complexity"
 QUALITY = "deita_quality"
 DEITA = "deita"
+# How each record-level score combines its pairs' scores (see PAIR_AGGREGATES).
+_AGGREGATE = {COMPLEXITY: "mean", QUALITY: "mean", DEITA: "sum"}
 
 
 @dataclass
@@ -31,24 +35,6 @@ class TurnScores:
     prompts: int = 0
     truncated: int = 0
     columns: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def _pairs_of(records: Sequence[Record]) -> tuple[list[tuple[str, str]], list[int]]:
-    """All pairs of all records in one flat list, and how many belong to each record."""
-    flat: list[tuple[str, str]] = []
-    counts: list[int] = []
-    for record in records:
-        pairs = record.pairs()
-        if not pairs:
-            raise DataError("input", f"record {record.id!r} has no assistant turn, so nothing to score", record=record.index)
-        flat.extend(pairs)
-        counts.append(len(pairs))
-    return flat, counts
-
-
-def _regroup(values: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
-    bounds = np.cumsum([0, *counts])
-    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def deita_turn_scores(
@@ -63,12 +49,11 @@ def deita_turn_scores(
     `records`; a kind ("complexity" or "quality") present there for every pair is taken
     from it, whether or not its model is given, and not computed again.
     """
-    flat, counts = _pairs_of(records)
+    pairs = TurnPairs.of(records, needed_by="deita")
     if known is not None:
-        for record, count, earlier in zip(records, counts, known):
+        for record, count, earlier in zip(records, pairs.counts, known):
             if len(earlier) != count:
                 raise DataError("scores", f"record {record.id!r} has {count} pairs but {len(earlier)} earlier scores", record=record.index)
-    instructions = [instruction for instruction, _ in flat]
     per_pair: dict[str, np.ndarray] = {}
     truncated = 0
     computed = 0
@@ -79,44 +64,52 @@ def deita_turn_scores(
             continue
         if model is None:
             continue
-        if kind == "complexity":
-            result = model.complexity(instructions)
-        else:
-            result = model.quality(instructions, [response for _, response in flat])
+        result = _aspect_scores(kind, model, pairs)
         per_pair[kind] = result.scores
         truncated += int(result.truncated.sum())
-        computed += len(flat)
-    grouped = {name: _regroup(values, counts) for name, values in per_pair.items()}
+        computed += len(pairs)
+    grouped = {name: pairs.regroup(values) for name, values in per_pair.items()}
     turns = [
         [{name: float(grouped[name][record][turn]) for name in grouped} for turn in range(count)]
-        for record, count in enumerate(counts)
+        for record, count in enumerate(pairs.counts)
     ]
     scores = TurnScores(turns=turns, prompts=computed, truncated=truncated)
     scores.columns = record_columns(turns)
     return scores
 
 
+def _aspect_scores(kind: str, model: Any, pairs: TurnPairs) -> Any:
+    """The model's complexity (of the instructions) or quality (of the responses) scores of `pairs`."""
+    if kind == "complexity":
+        return model.complexity(pairs.instructions)
+    return model.quality(pairs.instructions, pairs.responses)
+
+
 def record_columns(turns: Sequence[Sequence[dict[str, float]]]) -> dict[str, np.ndarray]:
     """Record-level scores from per-pair ones: mean complexity, mean quality, sum of their products."""
     columns: dict[str, np.ndarray] = {}
     names = set(turns[0][0]) if turns and turns[0] else set()
+
+    def column(aggregate: str, value: Callable[[dict[str, float]], float]) -> np.ndarray:
+        combine = PAIR_AGGREGATES[aggregate]
+        return np.array([combine(np.array([value(pair) for pair in pairs], dtype=np.float64)) for pairs in turns], dtype=np.float64)
+
     if "complexity" in names:
-        columns[COMPLEXITY] = np.array([np.mean([t["complexity"] for t in rec]) for rec in turns], dtype=np.float64)
+        columns[COMPLEXITY] = column(_AGGREGATE[COMPLEXITY], itemgetter("complexity"))
     if "quality" in names:
-        columns[QUALITY] = np.array([np.mean([t["quality"] for t in rec]) for rec in turns], dtype=np.float64)
+        columns[QUALITY] = column(_AGGREGATE[QUALITY], itemgetter("quality"))
     if {"complexity", "quality"} <= names:
-        columns[DEITA] = np.array(
-            [sum(t["complexity"] * t["quality"] for t in rec) for rec in turns], dtype=np.float64
-        )
+        columns[DEITA] = column(_AGGREGATE[DEITA], lambda pair: pair["complexity"] * pair["quality"])
     return columns
 
 
-class _AspectScorer:
+class _AspectScorer(PairScorer):
     """One of deita's two scores of each record: the mean over its pairs (1-6)."""
 
-    name: str
+    kind: str
 
     def __init__(self, model: Any):
+        super().__init__(_AGGREGATE[self.name])
         self.model = model
 
     def to(self, device: str) -> "_AspectScorer":
@@ -128,33 +121,37 @@ class _AspectScorer:
     def identity(self) -> dict[str, Any]:
         return {"scorer": self.name, **self.model.identity}
 
+    def score_pairs(self, pairs: TurnPairs) -> np.ndarray:
+        """The model's score of each pair for this aspect."""
+        return np.asarray(_aspect_scores(self.kind, self.model, pairs).scores, dtype=np.float64)
+
     def score_turns(self, records: Sequence[Record]) -> TurnScores:
         """Per-pair scores of this aspect, with the truncation count."""
-        complexity_model, quality_model = (self.model, None) if self.name == COMPLEXITY else (None, self.model)
+        complexity_model, quality_model = (self.model, None) if self.kind == "complexity" else (None, self.model)
         return deita_turn_scores(records, complexity_model, quality_model)
-
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        return self.score_turns(records).columns[self.name]
 
 
 class ComplexityScorer(_AspectScorer):
     """deita complexity of each record: the mean over its pairs of the instruction's complexity (1-6)."""
 
     name = COMPLEXITY
+    kind = "complexity"
 
 
 class QualityScorer(_AspectScorer):
     """deita quality of each record: the mean over its pairs of the response's quality (1-6)."""
 
     name = QUALITY
+    kind = "quality"
 
 
-class DeitaScorer:
+class DeitaScorer(PairScorer):
     """deita's combined score: the sum over a record's pairs of complexity x quality."""
 
     name = DEITA
 
     def __init__(self, complexity_model: Any, quality_model: Any):
+        super().__init__(_AGGREGATE[DEITA])
         self.complexity_model = complexity_model
         self.quality_model = quality_model
 
@@ -172,12 +169,15 @@ class DeitaScorer:
             "quality": self.quality_model.identity,
         }
 
+    def score_pairs(self, pairs: TurnPairs) -> np.ndarray:
+        """Complexity x quality of each pair."""
+        complexity = np.asarray(_aspect_scores("complexity", self.complexity_model, pairs).scores, dtype=np.float64)
+        quality = np.asarray(_aspect_scores("quality", self.quality_model, pairs).scores, dtype=np.float64)
+        return complexity * quality
+
     def score_turns(self, records: Sequence[Record]) -> TurnScores:
         """Per-pair complexity and quality scores, with the truncation count."""
         return deita_turn_scores(records, self.complexity_model, self.quality_model)
-
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        return self.score_turns(records).columns[DEITA]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from torch import nn
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
 from sftselect.models.scar import StyleRanker, max_pool_tokens
-from sftselect.scorers.scar import length_batches
+from sftselect.batching import length_batches
 
 
 def _layer_stack(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
