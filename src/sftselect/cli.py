@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from sftselect import __version__
-from sftselect.engine.progress import set_quiet
 from sftselect.errors import SftselectError
 from sftselect.io.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, WithScoresOption
+from sftselect.progress import set_quiet
 
 app = typer.Typer(
     name="sftselect",

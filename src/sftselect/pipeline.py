@@ -14,9 +14,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import is_quiet
 from sftselect.engine.summary import RunSummary
 from sftselect.errors import OptionError
+from sftselect.progress import is_quiet
 from sftselect.records import Record
 from sftselect.scorers.registry import DEFAULT_EMBEDDER, DEFAULT_RANKER, EMBEDDERS, create_embedder, create_scorer, score_field
 from sftselect.selectors.dedup import ExactDedup, NearDedup

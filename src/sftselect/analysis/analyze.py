@@ -10,10 +10,11 @@ import numpy as np
 
 from sftselect.analysis.lm import LM_METRICS, ResponseLosses, lm_metrics, losses_of
 from sftselect.analysis.metrics import TEXT_METRICS, text_metrics
-from sftselect.engine.cache import ScoreCache, record_key
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.fingerprints import record_key
+from sftselect.progress import progress
 from sftselect.records import Record
+from sftselect.store import ScoreCache
 
 POOL = "pool"
 MISSING_GROUP = "(missing)"

@@ -8,11 +8,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect import __version__
-from sftselect.engine.cache import CachedScorer, ScoreCache, folder_digest
-from sftselect.engine.progress import progress
+from sftselect._version import __version__
+from sftselect.engine.cache import CachedScorer
 from sftselect.errors import ModelLoadError, OptionError
+from sftselect.fingerprints import folder_digest
+from sftselect.progress import progress
 from sftselect.records import Record
+from sftselect.store import ScoreCache
 
 LM_METRICS: dict[str, str] = {
     "perplexity": "perplexity of the response alone (LM)",

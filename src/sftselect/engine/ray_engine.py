@@ -18,23 +18,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.cache import (
-    CachedEmbedder,
-    CachedPromptModel,
-    CachedScorer,
-    ScoreCache,
-    default_chunk_size,
-    identity_namespace,
-    prompt_key,
-    record_key,
-    scorer_identity,
-)
-from sftselect.engine.progress import progress
+from sftselect.engine.cache import CachedEmbedder, CachedPromptModel, CachedScorer, scorer_identity
 from sftselect.errors import OptionError, SftselectError
+from sftselect.fingerprints import identity_namespace, prompt_key, record_key
 from sftselect.io.blocks import check_same_file, open_jsonl_blocks, read_jsonl_block, splits_into_blocks
 from sftselect.io.dataset import Dataset, read_dataset
 from sftselect.io.write import plan_selection, write_jsonl_part, write_selection
+from sftselect.progress import progress
 from sftselect.records import Record, Turn
+from sftselect.store import ScoreCache, default_chunk_size
 
 ENGINES = ("local", "ray")
 PROMPT_KINDS = ("complexity", "quality")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, TextIO
 
-from sftselect.engine.progress import is_quiet
+from sftselect.progress import is_quiet
 
 
 @dataclass

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from sftselect.engine.progress import progress
+from sftselect.progress import progress
 
 OUTPUT_TAIL_CHARS = 2000
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import ModelLoadError, OptionError
+from sftselect.progress import progress
 
 # The released models' training format; every space and newline matters.
 COMPLEXITY_TEMPLATE = (
@@ -218,7 +218,7 @@ class DeitaScorerModel:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines this scorer's numbers."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "model": self.name_or_path,

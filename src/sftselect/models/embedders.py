@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import DataError, ModelLoadError, OptionError
+from sftselect.progress import progress
 from sftselect.records import Record
 
 DEFAULT_LM_MAX_LENGTH = 2048
@@ -91,7 +91,7 @@ class CausalLMEmbedder:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the vectors."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "embedder": "causal-lm-last-token",
@@ -160,7 +160,7 @@ class SentenceEmbedder:
     def __init__(self, name_or_path: str | Path | None = None, *, device: str | None = None, batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
 
-        from sftselect.engine.cache import folder_digest
+        from sftselect.fingerprints import folder_digest
         from sftselect.models.packaged import minilm_path
 
         if batch_size < 1:
@@ -184,7 +184,7 @@ class SentenceEmbedder:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the vectors."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "embedder": "sentence-transformers",

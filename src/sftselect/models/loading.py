@@ -24,7 +24,7 @@ def load_pretrained(
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from sftselect.engine.cache import folder_digest
+    from sftselect.fingerprints import folder_digest
 
     model_class = AutoModelForCausalLM if language_model_head else AutoModel
     try:

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from sftselect.engine.cache import file_digest
 from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError
+from sftselect.fingerprints import file_digest
 from sftselect.models.scar_inference import score_text_pairs
 
 MODEL_TYPE = "style_ranker"

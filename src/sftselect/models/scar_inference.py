@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from sftselect.batching import length_batches, longest_first, pad_batch
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
 from sftselect.models.packed import PackedEncoder, supports_packing
+from sftselect.progress import progress
 
 if TYPE_CHECKING:
     from sftselect.models.scar import StyleRanker

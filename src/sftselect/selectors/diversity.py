@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
 from sftselect.selectors.ranking import order_by_score
 
 DEFAULT_THRESHOLD = 0.9

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
-from sftselect.engine.progress import progress
 from sftselect.errors import DataError, ModelLoadError, OptionError
+from sftselect.progress import progress
 from sftselect.records import Record
 
 IGNORE_INDEX = -100
