@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sftselect.cli import app
-from sftselect.models.embedders import read_embeddings
+from sftselect.io.results import read_embeddings
 from sftselect.scorers.deita import read_scores
 
 ROWS = [

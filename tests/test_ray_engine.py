@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from sftselect.cli import app
 from sftselect.engine.cache import ScoreCache
-from sftselect.engine.ray_engine import LocalEngine, RayEngine, get_engine
+from sftselect.engine.engines import get_engine
+from sftselect.engine.local import LocalEngine
+from sftselect.engine.ray_engine import RayEngine
 from sftselect.errors import DataError, OptionError
 from sftselect.models.deita import PromptScores
 from sftselect.records import Record, Turn
@@ -175,9 +177,10 @@ def test_ray_prompt_scores_equal_local_and_share_the_cache(local_ray, tmp_path):
     cache = ScoreCache(tmp_path / "scores.sqlite")
     LocalEngine(cache).prompt_model(WordCountPromptModel()).quality(instructions[:20], responses[:20])
     engine = RayEngine(cache=cache, batch_size=4, chunk_size=3, block_size=5, num_actors=1)
-    quality = engine.prompt_model(WordCountPromptModel()).quality(instructions, responses)
+    prompt_model = engine.prompt_model(WordCountPromptModel())
+    quality = prompt_model.quality(instructions, responses)
     distinct = len(set(zip(instructions[20:], responses[20:])) - set(zip(instructions[:20], responses[:20])))
-    assert engine.last_computed == distinct
+    assert prompt_model.last_computed == distinct
     expected = local.quality(instructions, responses)
     np.testing.assert_array_equal(quality.scores, expected.scores)
     np.testing.assert_array_equal(quality.truncated, expected.truncated)

@@ -444,7 +444,7 @@ def select_command(
 ) -> None:
     """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
     from sftselect.io.options import read_arguments
@@ -456,7 +456,7 @@ def select_command(
     }
     if compare is not None:
         from sftselect.analysis.compare import compare_methods, parse_methods
-        from sftselect.analysis.lm import ResponseLosses
+        from sftselect.models.response_losses import ResponseLosses
         from sftselect.analysis.report import summary_table
 
         if output is None:
@@ -547,7 +547,7 @@ def score_command(
     from sftselect.errors import OptionError
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.scorers import deita
 
     kinds = {"deita-complexity": ["complexity"], "deita-quality": ["quality"], "deita": ["complexity", "quality"]}.get(scorer)
@@ -605,7 +605,8 @@ def embed_command(
     from sftselect.errors import OptionError
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
+    from sftselect.io.results import write_embeddings
     from sftselect.models import embedders
 
     if embedder == "sentence":
@@ -624,7 +625,7 @@ def embed_command(
     else:
         # Through the cache or Ray only the records computed now could report truncation.
         vectors, truncated = runner.embed(data.records, encoder), 0
-    embedders.write_embeddings(output, [r.id for r in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
+    write_embeddings(output, [r.id for r in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
     console.print(f"embedded {len(data.records)} records into {vectors.shape[1]} dimensions; wrote {output}", highlight=False, soft_wrap=True)
     if truncated:
         console.print(f"[yellow]{truncated} records were longer than the model's limit; their heads were kept[/]", highlight=False, soft_wrap=True)
@@ -803,7 +804,7 @@ def analyze_command(
     from pathlib import Path
 
     from sftselect.analysis.analyze import analyze
-    from sftselect.analysis.lm import ResponseLosses
+    from sftselect.models.response_losses import ResponseLosses
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
     from sftselect.io import read_dataset

@@ -187,7 +187,7 @@ def run_selection(
         elif not kept_records:
             candidate_scores = np.zeros(0, dtype=np.float64)
         else:
-            from sftselect.engine.ray_engine import LocalEngine
+            from sftselect.engine.local import LocalEngine
 
             engine = engine or LocalEngine(cache)
             scorer = scorer or _make_scorer(method, ranker, batch_size, device, model_options or {})
@@ -251,7 +251,7 @@ def _embeddings_for(
     """Vectors of the scored records: rows of the given embeddings, or computed by the embedder."""
     if embeddings is not None:
         return np.asarray(embeddings, dtype=np.float32)[candidates]
-    from sftselect.engine.ray_engine import LocalEngine
+    from sftselect.engine.local import LocalEngine
 
     options: dict[str, Any] = {"device": device}
     if batch_size is not None:
@@ -310,7 +310,7 @@ def load_scores(paths: Sequence[str | Path], records: Sequence[Record], method: 
 def load_embeddings(path: str | Path, records: Sequence[Record]) -> np.ndarray:
     """Vectors from an embeddings file written by `sftselect embed`, aligned with `records` by id."""
     from sftselect.errors import DataError
-    from sftselect.models.embedders import read_embeddings
+    from sftselect.io.results import read_embeddings
 
     file_ids, vectors = read_embeddings(path)
     row_of = {record_id: row for row, record_id in enumerate(file_ids)}

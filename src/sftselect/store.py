@@ -13,13 +13,14 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from sftselect.errors import OptionError, SftselectError
 from sftselect.fingerprints import canonical_json, sha256_file
 from sftselect.paths import default_cache_path
+from sftselect.progress import progress
 
 DEFAULT_CHUNK_SIZE = 256
 CHUNK_SIZE_VARIABLE = "SFTSELECT_CACHE_CHUNK_SIZE"
@@ -246,3 +247,55 @@ class _transaction:
             self.connection.execute("COMMIT")
         else:
             self.connection.execute("ROLLBACK")
+
+
+def cached_values(
+    cache: ScoreCache | None,
+    namespace: str,
+    keys: Sequence[str],
+    compute: Callable[[list[int]], Iterable[tuple[list[int], Sequence[Any]]]],
+    *,
+    description: Mapping[str, Any] | None = None,
+    label: str = "computing",
+    source: str = "the model",
+) -> tuple[list[Any], int]:
+    """Values for `keys`: from the cache where present, the missing ones from `compute`, committed as they come.
+
+    Each distinct missing key is computed once, at its first position: `compute(positions)`
+    yields `(positions, values)` batches in any order (see `in_chunks`), and each batch is
+    committed in one transaction. Without a cache nothing is stored. Returns the values in
+    the order of `keys` and how many were computed.
+    """
+    found = cache.get_many(namespace, keys) if cache is not None else {}
+    first_position: dict[str, int] = {}
+    for position, key in enumerate(keys):
+        if key not in found and key not in first_position:
+            first_position[key] = position
+    missing = list(first_position.values())
+    if missing:
+        with progress(label, total=len(missing), unit="records") as bar:
+            for positions, values in compute(missing):
+                values = list(values)
+                if len(values) != len(positions):
+                    raise SftselectError(f"{source} returned {len(values)} results for {len(positions)} inputs")
+                computed = {keys[position]: value for position, value in zip(positions, values)}
+                if cache is not None:
+                    cache.put_many(namespace, computed, description)
+                found.update(computed)
+                bar.advance(len(computed))
+    return [found[key] for key in keys], len(missing)
+
+
+def in_chunks(
+    compute: Callable[[list[int]], Iterable[Any]], chunk_size: int | None = None
+) -> Callable[[list[int]], Iterator[tuple[list[int], Iterable[Any]]]]:
+    """`compute(positions)` run on consecutive chunks of the positions, as `cached_values` expects."""
+    size = chunk_size or default_chunk_size()
+
+    def run(positions: list[int]) -> Iterator[tuple[list[int], Iterable[Any]]]:
+        for start in range(0, len(positions), size):
+            chunk = positions[start : start + size]
+            yield chunk, compute(chunk)
+
+    return run
+

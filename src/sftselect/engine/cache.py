@@ -1,23 +1,37 @@
-"""The cache around models: scorers, embedders and deita's prompt models looked up in the score store first.
+"""The cache around models, for any executor: scorers, embedders and deita's prompt models look in the score store first.
 
 A record's key is its content and a namespace is a model's full identity
-(`sftselect.fingerprints`); the store itself is `sftselect.store.ScoreCache`. Only the
-misses reach the model, committed chunk by chunk, so a killed run resumes.
+(`sftselect.fingerprints`); the store is `sftselect.store.ScoreCache`. Only the misses
+reach the model, through an executor (in this process by default, or `RayEngine`), and
+each batch of results is committed as it comes, so a killed run resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from sftselect.errors import OptionError, SftselectError
 from sftselect.fingerprints import identity_namespace, prompt_key, record_key
-from sftselect.progress import progress
 from sftselect.records import Record
-from sftselect.store import ScoreCache, default_chunk_size
+from sftselect.store import ScoreCache, cached_values, default_chunk_size, in_chunks
+
+PROMPT_KINDS = ("complexity", "quality")
+
+
+class Executor(Protocol):
+    """Where a model runs: it gives the model's identity there and runs one of its methods over items."""
+
+    label: str
+
+    def identity(self, model: Any) -> dict[str, Any]:
+        """The model's identity as it will run (on a GPU, SCAR's names bf16)."""
+
+    def run(self, model: Any, action: str, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any]]]:
+        """`(positions, values)` batches of `run_model(model, action, ...)` over `items`, in any order."""
 
 
 def scorer_identity(scorer: Any) -> dict[str, Any]:
@@ -32,106 +46,160 @@ def scorer_identity(scorer: Any) -> dict[str, Any]:
     return dict(identity)
 
 
-def cached_values(
-    cache: ScoreCache,
-    namespace: str,
-    keys: Sequence[str],
-    compute: Callable[[list[int]], Iterable[Any]],
-    *,
-    chunk_size: int | None = None,
-    description: Mapping[str, Any] | None = None,
-    label: str = "computing",
-    source: str = "the model",
-) -> tuple[list[Any], int]:
-    """Values for `keys` from the cache; the missing ones from `compute(positions)`, committed chunk by chunk.
+def run_model(model: Any, action: str, items: Sequence[Any]) -> list[Any]:
+    """One value per item, as the store keeps it: a score (`score`), a float32 vector (`embed`),
+    or `[score, truncated]` for deita's `complexity` (items: 1-tuples) and `quality` (pairs)."""
+    if action == "score":
+        values = list(np.asarray(model.score(items), dtype=np.float64))
+    elif action == "embed":
+        values = list(np.asarray(model.embed(items), dtype=np.float32))
+    elif action in PROMPT_KINDS:
+        if action == "complexity":
+            result = model.complexity([instruction for instruction, in items])
+        else:
+            result = model.quality([instruction for instruction, _ in items], [response for _, response in items])
+        values = [[float(value), bool(cut)] for value, cut in zip(result.scores, result.truncated)]
+    else:
+        raise OptionError(f"unknown model action {action!r}")
+    if len(values) != len(items):
+        raise SftselectError(f"{model_name(model)} returned {len(values)} results for {len(items)} inputs")
+    return values
 
-    Each distinct missing key is computed once, at its first position. Returns the values in
-    the order of `keys` and how many were computed.
+
+def model_name(model: Any) -> str:
+    """The name a progress bar shows for a model."""
+    return str(getattr(model, "name", type(model).__name__))
+
+
+class InProcess:
+    """The default executor: runs the model here, on consecutive chunks of items (`SFTSELECT_CACHE_CHUNK_SIZE`)."""
+
+    label = ""
+
+    def __init__(self, chunk_size: int | None = None):
+        self.chunk_size = chunk_size or default_chunk_size()
+
+    def identity(self, model: Any) -> dict[str, Any]:
+        """The model's own `identity`."""
+        return scorer_identity(model)
+
+    def run(self, model: Any, action: str, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any]]]:
+        """Chunk after chunk, in order."""
+        compute = in_chunks(lambda positions: run_model(model, action, [items[p] for p in positions]), self.chunk_size)
+        return compute(list(range(len(items))))
+
+
+class _CachedModel:
+    """Values of one model's action over items: from the cache where present, the rest from the executor.
+
+    Without a cache (a Ray run under --no-cache), each distinct item is still computed once.
     """
-    found = cache.get_many(namespace, keys)
-    first_position: dict[str, int] = {}
-    for position, key in enumerate(keys):
-        if key not in found and key not in first_position:
-            first_position[key] = position
-    missing = list(first_position.items())
-    if missing:
-        size = chunk_size or default_chunk_size()
-        with progress(label, total=len(missing), unit="records") as bar:
-            for start in range(0, len(missing), size):
-                chunk = missing[start : start + size]
-                values = list(compute([position for _, position in chunk]))
-                if len(values) != len(chunk):
-                    raise SftselectError(f"{source} returned {len(values)} results for {len(chunk)} inputs")
-                computed = dict(zip((key for key, _ in chunk), values))
-                cache.put_many(namespace, computed, description)
-                found.update(computed)
-                bar.advance(len(chunk))
-    return [found[key] for key in keys], len(missing)
+
+    def __init__(self, model: Any, cache: ScoreCache | None, executor: Executor, purpose: str, name: str, label: str):
+        self.inner = model
+        self.cache = cache
+        self.executor = executor
+        self.name = name
+        self.label = f"{label}{executor.label})"
+        self.identity: dict[str, Any] | None = executor.identity(model) if cache is not None else None
+        self.namespace = identity_namespace(self.identity, purpose) if self.identity is not None else ""
+        self._store_description = {
+            "name": name, "purpose": "embed" if purpose == "embed" else "score", "identity": self.identity,
+        }
+        self.last_hits = 0
+        self.last_computed = 0
+
+    def _values(self, action: str, keys: list[str], items: Sequence[Any]) -> list[Any]:
+        def compute(positions: list[int]) -> Iterator[tuple[list[int], list[Any]]]:
+            for done, values in self.executor.run(self.inner, action, [items[position] for position in positions]):
+                yield [positions[row] for row in done], values
+
+        values, self.last_computed = cached_values(
+            self.cache,
+            self.namespace,
+            keys,
+            compute,
+            description=self._store_description,
+            label=self.label,
+            source=self.name,
+        )
+        self.last_hits = len(keys) - self.last_computed
+        return values
 
 
-class CachedScorer:
+class CachedScorer(_CachedModel):
     """Wraps a scorer: looks every record up in the cache, scores only the misses, in committed chunks.
 
     A record's cache key is its content, so duplicates are scored once and a run killed
     mid-way resumes after the last committed chunk.
     """
 
-    purpose = "score"
-
-    def __init__(self, scorer: Any, cache: ScoreCache, chunk_size: int | None = None, description: str = "scoring"):
-        self.inner = scorer
-        self.cache = cache
-        self.chunk_size = chunk_size or default_chunk_size()
-        self.description = description
-        self.name: str = getattr(scorer, "name", type(scorer).__name__)
-        self.identity: dict[str, Any] = scorer_identity(scorer)
-        self.namespace = identity_namespace(self.identity, self.purpose)
-        self.last_hits = 0
-        self.last_computed = 0
-
-    def _compute(self, records: Sequence[Record]) -> Iterable[Any]:
-        return np.asarray(self.inner.score(records), dtype=np.float64)
-
-    def _values(self, records: Sequence[Record]) -> list[Any]:
-        description = {"name": self.name, "purpose": self.purpose, "identity": self.identity}
-        values, self.last_computed = cached_values(
-            self.cache,
-            self.namespace,
-            [record_key(record) for record in records],
-            lambda positions: self._compute([records[p] for p in positions]),
-            chunk_size=self.chunk_size,
-            description=description,
-            label=self.description,
-            source=self.name,
-        )
-        self.last_hits = len(records) - self.last_computed
-        return values
+    def __init__(
+        self, scorer: Any, cache: ScoreCache | None, chunk_size: int | None = None,
+        description: str = "scoring", executor: Executor | None = None,
+    ):
+        executor = executor or InProcess(chunk_size)
+        super().__init__(scorer, cache, executor, "score", model_name(scorer), f"{description} ({model_name(scorer)}")
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         """One float64 score per record, from the cache where present, else from the inner scorer."""
-        return np.asarray(self._values(records), dtype=np.float64).reshape(len(records))
+        values = self._values("score", [record_key(record) for record in records], records)
+        return np.asarray(values, dtype=np.float64).reshape(len(records))
 
 
-class CachedEmbedder(CachedScorer):
+class CachedEmbedder(_CachedModel):
     """Wraps an embedder (`embed(records) -> float32 [N, d]`) the way CachedScorer wraps a scorer."""
 
-    purpose = "embed"
-
-    def __init__(self, embedder: Any, cache: ScoreCache, chunk_size: int | None = None, description: str = "embedding"):
-        super().__init__(embedder, cache, chunk_size, description)
-
-    def _compute(self, records: Sequence[Record]) -> Iterable[Any]:
-        return list(np.asarray(self.inner.embed(records), dtype=np.float32))
+    def __init__(
+        self, embedder: Any, cache: ScoreCache | None, chunk_size: int | None = None,
+        description: str = "embedding", executor: Executor | None = None,
+    ):
+        executor = executor or InProcess(chunk_size)
+        super().__init__(embedder, cache, executor, "embed", model_name(embedder), f"{description} ({model_name(embedder)}")
 
     def embed(self, records: Sequence[Record]) -> np.ndarray:
         """One float32 vector per record, from the cache where present, else from the inner embedder."""
-        values = self._values(records)
+        values = self._values("embed", [record_key(record) for record in records], records)
         if not values:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(values).astype(np.float32, copy=False)
 
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        raise TypeError("an embedder has no score(); call embed()")
+
+class CachedPromptModel:
+    """Wraps a prompt-scoring model (deita's `complexity(instructions)` and `quality(instructions, responses)`,
+    each returning `scores` and `truncated`) so that each distinct prompt is scored once, across runs and executors."""
+
+    def __init__(
+        self, model: Any, cache: ScoreCache | None, chunk_size: int | None = None, executor: Executor | None = None
+    ):
+        executor = executor or InProcess(chunk_size)
+        self.inner = model
+        self.identity = scorer_identity(model) if cache is not None else None
+        shown = getattr(model, "name_or_path", None) or model_name(model)
+        self._kinds = {
+            kind: _CachedModel(model, cache, executor, f"deita-{kind}", f"deita-{kind}", f"deita {kind} ({shown}")
+            for kind in PROMPT_KINDS
+        }
+        self.last_computed = 0
+
+    def complexity(self, instructions: Sequence[str]) -> Any:
+        """Complexity scores of instructions, from the cache where present."""
+        return self._scores("complexity", [(text,) for text in instructions])
+
+    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
+        """Quality scores of (instruction, response) pairs, from the cache where present."""
+        return self._scores("quality", list(zip(instructions, responses, strict=True)))
+
+    def _scores(self, kind: str, texts: list[tuple[str, ...]]) -> Any:
+        from sftselect.models.deita import PromptScores
+
+        cached = self._kinds[kind]
+        values = cached._values(kind, [prompt_key(text) for text in texts], texts)
+        self.last_computed = cached.last_computed
+        return PromptScores(
+            scores=np.array([value for value, _ in values], dtype=np.float64),
+            truncated=np.array([cut for _, cut in values], dtype=bool),
+        )
 
 
 def cached(model: Any, cache: ScoreCache | None, chunk_size: int | None = None) -> Any:
@@ -182,48 +250,3 @@ def describe_info(info: Mapping[str, Any]) -> Any:
         label = str(description.get("name", "?")) + (f" ({model})" if model else "")
         table.add_row(namespace["namespace"][:12], str(description.get("purpose", "")), label, str(namespace["entries"]))
     return table
-
-
-class CachedPromptModel:
-    """Wraps a prompt-scoring model (deita's `complexity(instructions)` and `quality(instructions, responses)`,
-    each returning `scores` and `truncated`) so that each distinct prompt is scored once, across runs."""
-
-    def __init__(self, model: Any, cache: ScoreCache, chunk_size: int | None = None):
-        self.inner = model
-        self.cache = cache
-        self.chunk_size = chunk_size
-        self.identity = scorer_identity(model)
-        self.last_computed = 0
-
-    def complexity(self, instructions: Sequence[str]) -> Any:
-        """Complexity scores of instructions, from the cache where present."""
-        return self._run("complexity", [(text,) for text in instructions], lambda rows: self.inner.complexity([r[0] for r in rows]))
-
-    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
-        """Quality scores of (instruction, response) pairs, from the cache where present."""
-        pairs = list(zip(instructions, responses))
-        return self._run("quality", pairs, lambda rows: self.inner.quality([r[0] for r in rows], [r[1] for r in rows]))
-
-    def _run(self, kind: str, texts: list[tuple[str, ...]], score: Callable[[list[tuple[str, ...]]], Any]) -> Any:
-        from sftselect.models.deita import PromptScores
-
-        def compute(positions: list[int]) -> list[list[Any]]:
-            result = score([texts[p] for p in positions])
-            return [[float(value), bool(cut)] for value, cut in zip(result.scores, result.truncated)]
-
-        keys = [prompt_key(text) for text in texts]
-        name = str(self.identity.get("model") or type(self.inner).__name__)
-        values, self.last_computed = cached_values(
-            self.cache,
-            identity_namespace(self.identity, f"deita-{kind}"),
-            keys,
-            compute,
-            chunk_size=self.chunk_size,
-            description={"name": f"deita-{kind}", "purpose": "score", "identity": self.identity},
-            label=f"deita {kind} ({name})",
-            source=name,
-        )
-        return PromptScores(
-            scores=np.array([value for value, _ in values], dtype=np.float64),
-            truncated=np.array([cut for _, cut in values], dtype=bool),
-        )

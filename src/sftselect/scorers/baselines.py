@@ -10,8 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sftselect._version import __version__
-from sftselect.analysis.lm import ResponseLosses, lm_metrics, losses_of
-from sftselect.analysis.metrics import words
+from sftselect.models.response_losses import ResponseLosses, lm_metrics, losses_of
+from sftselect.text_metrics import words
 from sftselect.errors import OptionError
 from sftselect.fingerprints import record_key
 from sftselect.records import Record

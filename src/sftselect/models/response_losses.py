@@ -9,12 +9,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from sftselect._version import __version__
-from sftselect.engine.cache import CachedScorer
 from sftselect.errors import ModelLoadError, OptionError
-from sftselect.fingerprints import folder_digest
+from sftselect.fingerprints import folder_digest, identity_namespace, record_key
 from sftselect.progress import progress
 from sftselect.records import Record
-from sftselect.store import ScoreCache
+from sftselect.store import ScoreCache, cached_values, in_chunks
 
 LM_METRICS: dict[str, str] = {
     "perplexity": "perplexity of the response alone (LM)",
@@ -25,6 +24,9 @@ LM_METRICS: dict[str, str] = {
 PROMPT_STYLES = ("chat", "plain")
 # Columns of `ResponseLosses.losses`.
 CONDITIONAL, UNCONDITIONAL, TOKENS = 0, 1, 2
+# Where cached losses live in the score cache, and how many records are scored between commits.
+LOSSES_PURPOSE = "lm-losses"
+LOSSES_CHUNK_SIZE = 256
 _PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
@@ -215,28 +217,6 @@ class ResponseLosses:
         return result
 
 
-class CachedLosses(CachedScorer):
-    """`ResponseLosses` behind the score cache: only records not seen before reach the LM."""
-
-    purpose = "lm-losses"
-
-    def __init__(self, losses: ResponseLosses, cache: ScoreCache, chunk_size: int = 256):
-        super().__init__(losses, cache, chunk_size, description="LM losses (records not in cache)")
-
-    def _compute(self, records: Sequence[Record]) -> list[np.ndarray]:
-        return list(self.inner.losses(records))
-
-    def losses(self, records: Sequence[Record]) -> np.ndarray:
-        """Like `ResponseLosses.losses`, from the cache where present."""
-        values = self._values(records)
-        if not values:
-            return np.zeros((0, 3), dtype=np.float64)
-        return np.stack(values).astype(np.float64)
-
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        raise TypeError("CachedLosses has no score(); call losses()")
-
-
 def lm_metrics(losses: np.ndarray) -> dict[str, np.ndarray]:
     """Perplexity, instructional surprisal and IFD from the losses of `ResponseLosses.losses`."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -248,7 +228,19 @@ def lm_metrics(losses: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def losses_of(records: Sequence[Record], lm: ResponseLosses, cache: ScoreCache | None = None) -> np.ndarray:
-    """The records' losses under `lm`, through `cache` when given."""
+    """The records' losses under `lm` (`ResponseLosses.losses`), through `cache` when given: only new records reach the LM."""
     if cache is None:
         return lm.losses(records)
-    return CachedLosses(lm, cache).losses(records)
+    identity = dict(lm.identity)
+    values, _ = cached_values(
+        cache,
+        identity_namespace(identity, LOSSES_PURPOSE),
+        [record_key(record) for record in records],
+        in_chunks(lambda positions: list(lm.losses([records[p] for p in positions])), LOSSES_CHUNK_SIZE),
+        description={"name": lm.name, "purpose": LOSSES_PURPOSE, "identity": identity},
+        label="LM losses (records not in cache)",
+        source=lm.name,
+    )
+    if not values:
+        return np.zeros((0, 3), dtype=np.float64)
+    return np.stack(values).astype(np.float64)
