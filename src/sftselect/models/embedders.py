@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
 from sftselect.errors import ModelLoadError, OptionError
 from sftselect.progress import progress
 from sftselect.records import Record
@@ -27,11 +28,6 @@ def record_messages(record: Record) -> list[dict[str, str]]:
 def record_text(record: Record) -> str:
     """The record's turns as one plain text, one turn per paragraph, roles left out."""
     return "\n\n".join(turn.text for turn in record.turns)
-
-
-def _sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class CausalLMEmbedder:
@@ -59,8 +55,7 @@ class CausalLMEmbedder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.fingerprint = fingerprint
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(tokenizer)
         self.name = f"lm-embedding:{Path(name_or_path).name or name_or_path}"
 
     @classmethod
@@ -121,13 +116,9 @@ class CausalLMEmbedder:
         device = next(self.model.parameters()).device
         vectors: np.ndarray | None = None
         with progress("embedding", total=len(records), unit="records") as bar, torch.inference_mode():
-            for batch in _sorted_batches([len(p) for p in prompts], self.batch_size):
-                width = max(len(prompts[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    input_ids[row, width - len(prompts[index]) :] = torch.tensor(prompts[index])
-                    attention_mask[row, width - len(prompts[index]) :] = 1
+            lengths = [len(prompt) for prompt in prompts]
+            for batch in length_batches(longest_first(lengths), lengths, self.batch_size):
+                input_ids, attention_mask = pad_batch([prompts[index] for index in batch], self.pad_id, left=True)
                 position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
                 hidden = self.model(
                     input_ids=input_ids.to(device),
@@ -200,7 +191,7 @@ class SentenceEmbedder:
         dimension = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
         vectors = np.empty((len(texts), dimension), dtype=np.float32)
         with progress("embedding", total=len(texts), unit="records") as bar:
-            for batch in _sorted_batches(lengths, self.batch_size):
+            for batch in length_batches(longest_first(lengths), lengths, self.batch_size):
                 encoded = self.model.encode(
                     [texts[i] for i in batch], batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
                 )

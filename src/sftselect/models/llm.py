@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError, SftselectError
 from sftselect.fingerprints import canonical_json, identity_namespace
 from sftselect.progress import progress
@@ -275,7 +276,7 @@ class TransformersChatBackend(ChatBackend):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         from sftselect.fingerprints import folder_digest

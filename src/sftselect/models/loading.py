@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError
 
 
@@ -32,7 +33,7 @@ def load_pretrained(
         model = model_class.from_pretrained(str(name_or_path), dtype=getattr(torch, dtype))
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load {what} from {name_or_path}: {error}") from error
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(pick_device(device))
     folder = Path(name_or_path)
     fingerprint = folder_digest(folder) if folder.exists() else str(getattr(model.config, "_commit_hash", ""))
     return model, tokenizer, fingerprint

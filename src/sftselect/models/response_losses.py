@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sftselect._version import __version__
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
+from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError
 from sftselect.fingerprints import folder_digest, identity_namespace, record_key
 from sftselect.progress import progress
@@ -119,7 +121,7 @@ class ResponseLosses:
             import torch
             from transformers import AutoModelForCausalLM
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = pick_device(self.device)
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
             except (OSError, ValueError) as error:
@@ -165,25 +167,14 @@ class ResponseLosses:
 
         model = self.model
         device = next(model.parameters()).device
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad_id = pad_token_id(self.tokenizer)
         sums = np.zeros(len(sequences), dtype=np.float64)
         # Similar lengths together waste less padding; each sequence's loss is independent of its batch.
-        order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i][0]) + len(sequences[i][1])))
+        lengths = [len(prefix) + len(response) for prefix, response in sequences]
         total_tokens = sum(len(response) for _, response in sequences)
         with progress("LM losses", total=total_tokens, unit="tokens") as bar:
-            start = 0
-            while start < len(order):
-                longest = len(sequences[order[start]][0]) + len(sequences[order[start]][1])
-                size = max(1, self.batch_tokens // max(longest, 1))
-                batch = order[start : start + size]
-                start += size
-                input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch), longest), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    prefix, response = sequences[index]
-                    ids = prefix + response
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    attention[row, : len(ids)] = 1
+            for batch in length_batches(longest_first(lengths), lengths, None, self.batch_tokens):
+                input_ids, attention = pad_batch([sequences[index][0] + sequences[index][1] for index in batch], pad_id)
                 with torch.inference_mode():
                     logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
                     for row, index in enumerate(batch):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sftselect.batching import length_batches, longest_first, pad_batch
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
 from sftselect.errors import OptionError
 from sftselect.models.packed import PackedEncoder, supports_packing
 from sftselect.progress import progress
@@ -78,7 +78,7 @@ def _encode_texts(
     """Sentence vectors and max-pooled forms of `texts`, in their order."""
     token_ids = ranker.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = [len(ids) for ids in token_ids]
-    pad_id = ranker.tokenizer.pad_token_id if ranker.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(ranker.tokenizer)
     hidden = ranker.config.hidden_dim
     vectors = torch.empty(len(texts), hidden, device=ranker.device)
     forms = torch.empty(len(texts), hidden, device=ranker.device)
