@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from sftselect.errors import DataError
-from sftselect.io.dataset import Dataset, Skipped, stream_dataset
+from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import FORMATS
 from sftselect.progress import progress
 from sftselect.records import Record
@@ -110,16 +110,10 @@ class _Tally:
         )
 
 
-def inspect_dataset(data: Dataset) -> Inspection:
-    """Count, turn and length statistics of a dataset read whole, and the problems worth a look before selecting."""
-    tally = _Tally()
-    tally.add(data.records)
-    return tally.report(data.name, data.format, data.container, data.skipped)
-
-
 def inspect_source(source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None,
                    on_error: str = "raise", batch_size: int = 10_000) -> Inspection:
-    """The same report, streaming the input in batches so that files larger than memory can be inspected."""
+    """Count, turn and length statistics of an input and the problems worth a look before selecting, streamed in
+    batches so that files larger than memory can be inspected."""
     stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
     tally = _Tally()
     with progress("inspecting", total=None, unit="records") as bar:
