@@ -50,7 +50,7 @@ class LengthScorer:
         if self.fail_after_calls is not None and self.calls > self.fail_after_calls:
             raise RuntimeError("killed")
         self.scored.extend(r.id for r in records)
-        return np.array([len(r.response) + self.offset + r.index * 1e-3 for r in records], dtype=np.float64)
+        return np.array([len(r.turns[-1].text) + self.offset + r.index * 1e-3 for r in records], dtype=np.float64)
 
 
 class CountEmbedder:
@@ -62,7 +62,7 @@ class CountEmbedder:
 
     def embed(self, records):
         self.embedded.extend(r.id for r in records)
-        return np.array([[len(r.response), r.index, 1.0] for r in records], dtype=np.float32)
+        return np.array([[len(r.turns[-1].text), r.index, 1.0] for r in records], dtype=np.float32)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ class WordCountScorer:
     identity = {"name": "word-count"}
 
     def score(self, records):
-        return np.array([len(r.response.split()) + 1 / (1 + len(r.instruction)) for r in records])
+        return np.array([len(r.turns[-1].text.split()) + 1 / (1 + len(r.instruction)) for r in records])
 
 
 class WordStatsEmbedder:
@@ -42,7 +42,7 @@ class WordStatsEmbedder:
     def embed(self, records):
         rows = []
         for record in records:
-            text = record.response
+            text = record.turns[-1].text
             vowels = sum(text.count(v) for v in "aeiou")
             rows.append([len(text.split()), len(text), vowels / max(len(text), 1)])
         return np.array(rows, dtype=np.float32)
@@ -172,7 +172,7 @@ def test_an_error_raised_on_a_ray_worker_reaches_the_driver_as_itself(local_ray)
 
 def test_ray_prompt_scores_equal_local_and_share_the_cache(local_ray, tmp_path):
     instructions = [record.instruction for record in make_records(30)]
-    responses = [record.response for record in make_records(30)]
+    responses = [record.turns[-1].text for record in make_records(30)]
     local = LocalEngine().prompt_model(WordCountPromptModel())
     cache = ScoreCache(tmp_path / "scores.sqlite")
     LocalEngine(cache).prompt_model(WordCountPromptModel()).quality(instructions[:20], responses[:20])
@@ -277,7 +277,7 @@ def test_select_with_the_ray_engine_writes_what_the_local_engine_writes(local_ra
 
 
 def test_score_with_the_ray_engine_gives_the_local_scores(local_ray, tmp_path, tiny_llama_dir):
-    rows = [{"instruction": record.instruction, "output": record.response} for record in make_records(6)]
+    rows = [{"instruction": record.instruction, "output": record.turns[-1].text} for record in make_records(6)]
     source = tmp_path / "data.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     for engine in ("local", "ray"):
