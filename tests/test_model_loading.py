@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
-from sftselect.models.loading import load_pretrained
+import pytest
+
+from sftselect.errors import ModelLoadError
+from sftselect.models.loading import load_pretrained, model_folder
 from sftselect.models.scar import StyleRanker
 
 
@@ -35,3 +38,24 @@ def test_select_without_the_cache_creates_no_cache_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "best.jsonl").read_text().splitlines()) == 2
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_local_folder_resolves_to_itself(tiny_bert_dir):
+    assert model_folder(str(tiny_bert_dir), what="test model") == tiny_bert_dir
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"0")
+    with pytest.raises(ModelLoadError, match="weights.bin is a file, not a test model folder"):
+        model_folder(tmp_path / "weights.bin", what="test model")
+
+
+def test_a_missing_path_is_neither_a_folder_nor_a_hub_id(tmp_path):
+    with pytest.raises(ModelLoadError, match="no test model folder at .*nowhere, and it is not a hub id"):
+        model_folder(tmp_path / "nowhere", what="test model")
+
+
+def test_an_uncached_hub_id_offline_says_so():
+    with pytest.raises(ModelLoadError, match="'someone/absent-model' is not a local folder, is not in the local Hugging Face cache"):
+        model_folder("someone/absent-model", what="test model")
+

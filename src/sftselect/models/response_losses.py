@@ -13,6 +13,7 @@ from sftselect.batching import length_batches, longest_first, pad_batch, pad_tok
 from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError
 from sftselect.fingerprints import folder_digest, identity_namespace, record_key
+from sftselect.models.loading import model_folder
 from sftselect.progress import progress
 from sftselect.records import Record
 from sftselect.store import ScoreCache, cached_values, in_chunks
@@ -33,22 +34,12 @@ _PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 def resolve_lm_path(name_or_path: str | None) -> Path:
-    """A local folder for a causal LM: the packaged SmolLM2 for None, a folder as is, else a hub snapshot."""
+    """A local folder for a causal LM: the packaged SmolLM2 for None, else a folder or a hub id's snapshot."""
     if name_or_path is None:
         from sftselect.models.packaged import smollm2_path
 
         return smollm2_path()
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{name_or_path}: not a model folder (expected config.json and weights)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=name_or_path))
-    except Exception as error:  # the hub client raises many kinds; all mean "cannot get it"
-        raise ModelLoadError(f"{name_or_path}: cannot find this model locally or on the Hugging Face hub ({error})") from error
+    return model_folder(name_or_path, what="causal LM")
 
 
 class ResponseLosses:
