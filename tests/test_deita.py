@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sftselect.errors import DataError, OptionError
+from sftselect.io.results import merge_turns, read_scores, write_scores
 from sftselect.models.deita import (
     COMPLEXITY_TEMPLATE,
     QUALITY_TEMPLATE,
@@ -23,9 +24,6 @@ from sftselect.scorers.deita import (
     DeitaScorer,
     QualityScorer,
     deita_turn_scores,
-    merge_turns,
-    read_scores,
-    write_scores,
 )
 
 INSTRUCTIONS = [

@@ -15,9 +15,9 @@ from sftselect.engine.engines import get_engine
 from sftselect.engine.local import LocalEngine
 from sftselect.engine.ray_engine import RayEngine
 from sftselect.errors import DataError, OptionError
+from sftselect.io.results import read_scores
 from sftselect.models.deita import PromptScores
 from sftselect.records import Record, Turn
-from sftselect.scorers.deita import read_scores
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the extra: pip install 'sftselect[ray]'")
 pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data: pip install 'sftselect[ray]'")

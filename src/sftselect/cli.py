@@ -548,6 +548,7 @@ def score_command(
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
     from sftselect.engine.engines import get_engine
+    from sftselect.io.results import merge_turns, read_scores, write_scores
     from sftselect.scorers import deita
 
     kinds = {"deita-complexity": ["complexity"], "deita-quality": ["quality"], "deita": ["complexity", "quality"]}.get(scorer)
@@ -559,7 +560,7 @@ def score_command(
     runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
     data = runner.read(source, **read_arguments(format, fields, on_error))
     ids = [record.id for record in data.records]
-    known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
+    known = merge_turns([read_scores(path) for path in reuse], ids) if reuse else None
     if known is not None:
         known = [[{kind: value for kind, value in pair.items() if kind in kinds} for pair in pairs] for pairs in known]
     have = deita.known_kinds(known)
@@ -572,7 +573,7 @@ def score_command(
     }
     result = deita.deita_turn_scores(data.records, models.get("complexity"), models.get("quality"), known)
     identity = {"scorer": scorer.replace("-", "_"), **{kind: m.identity for kind, m in models.items()}, "reused": reuse or []}
-    deita.write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
+    write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
     console.print(f"scored {len(ids)} records ({result.prompts} prompts scored, {', '.join(sorted(have)) or 'none'} reused); "
                   f"wrote {output}", highlight=False, soft_wrap=True)
     if result.truncated:

@@ -294,7 +294,8 @@ def _unique_ids(records: Sequence[Record], source: str) -> list[str]:
 
 def load_scores(paths: Sequence[str | Path], records: Sequence[Record], method: str) -> np.ndarray:
     """Scores for `method` from score files written by `sftselect score`, aligned with `records` by id."""
-    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, merge_turns, read_scores, record_columns
+    from sftselect.io.results import merge_turns, read_scores
+    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, record_columns
 
     column = {"deita": DEITA, "deita-complexity": COMPLEXITY, "deita-quality": QUALITY}.get(method)
     if column is None:
