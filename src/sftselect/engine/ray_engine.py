@@ -1,7 +1,8 @@
-"""Engines that read, score, embed and write: in this process, or on a Ray cluster through Ray Data.
+"""The Ray engine: reads, runs models and writes on a Ray cluster through Ray Data.
 
-Both engines look every record up in the score cache first and send only the misses to
-the model, committing results chunk by chunk, so either one resumes an interrupted run.
+It is an executor for the cache wrappers of `sftselect.engine.cache`: they look every
+record up in the score cache first and send only the misses here, committing results as
+they stream back, so a Ray run resumes like a local one (`sftselect.engine.local`).
 Selection steps that need the whole pool run on the driver, between reading and writing.
 """
 
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
