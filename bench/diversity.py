@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch  # noqa: F401  imported before timing: the filter's first call would otherwise pay for it
 
-from sftselect.engine.progress import set_quiet
+from sftselect.progress import set_quiet
 from sftselect.selectors.base import SelectionContext
 from sftselect.selectors.diversity import DiversityFilter, normalize_embeddings
 from sftselect.selectors.ranking import TopK, order_by_score

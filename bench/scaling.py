@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("STEP", "SIZE", "PATH"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
-        from sftselect.engine.progress import set_quiet
+        from sftselect.progress import set_quiet
 
         set_quiet(True)
         step, size, path = arguments.worker

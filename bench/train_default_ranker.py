@@ -215,7 +215,7 @@ def train(scorer: PairScorer, human: np.ndarray, train_examples: np.ndarray, val
 
     import torch
 
-    from sftselect.engine.progress import progress
+    from sftselect.progress import progress
 
     ranker = scorer.ranker
     torch.manual_seed(args.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sftselect.analysis.lm import ResponseLosses, lm_metrics
+from sftselect.models.response_losses import ResponseLosses, lm_metrics
 from sftselect.errors import OptionError
 from sftselect.records import Record, Turn
 from sftselect.scorers.baselines import IfdScorer, LongestScorer, PerplexityScorer, RandomScorer, SuperfilterScorer

@@ -96,7 +96,7 @@ def test_near_dedup_keeps_what_datasketch_minhash_lsh_keeps():
     records = []
     for index in range(300):
         if records and rng.random() < 0.4:
-            answer = records[rng.randrange(len(records))].response.split()
+            answer = records[rng.randrange(len(records))].pairs()[0][1].split()
             for _ in range(rng.randint(0, 3)):
                 answer[rng.randrange(len(answer))] = rng.choice(words)
             answer = " ".join(answer)

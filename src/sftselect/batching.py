@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def longest_first(lengths: Sequence[int]) -> list[int]:
@@ -46,6 +48,8 @@ def length_batches(
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids padded to the batch's longest sequence (on the right, or on the left), and the attention mask."""
+    import torch
+
     width = max(len(sequence) for sequence in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -54,3 +58,11 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = F
         input_ids[row, place] = torch.tensor(list(sequence), dtype=torch.long)
         attention_mask[row, place] = 1
     return input_ids, attention_mask
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id a tokenizer pads with: its pad token, else its end-of-sequence token, else 0 (the mask hides it)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0

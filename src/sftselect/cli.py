@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from sftselect import __version__
-from sftselect.engine.progress import set_quiet
 from sftselect.errors import SftselectError, describe_os_error
 from sftselect.io.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, WithScoresOption
+from sftselect.progress import set_quiet
 from sftselect.scorers.defaults import BUNDLED_RANKER, DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
 from sftselect.scorers.registry import method_names
 
@@ -366,7 +366,7 @@ def convert_command(
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
-    from sftselect.engine.progress import is_quiet
+    from sftselect.progress import is_quiet
     from sftselect.io.convert import convert_source
     from sftselect.io.options import read_arguments
 
@@ -489,7 +489,7 @@ def select_command(
 ) -> None:
     """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
     from sftselect.io.atomic import check_outputs
@@ -504,7 +504,7 @@ def select_command(
     }
     if compare is not None:
         from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
-        from sftselect.analysis.lm import ResponseLosses
+        from sftselect.models.response_losses import ResponseLosses
         from sftselect.analysis.report import summary_table
 
         if output is None:
@@ -599,7 +599,8 @@ def score_command(
     from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
+    from sftselect.io.results import merge_turns, read_scores, write_scores
     from sftselect.scorers import deita
 
     kinds = {"deita-complexity": ["complexity"], "deita-quality": ["quality"], "deita": ["complexity", "quality"]}.get(scorer)
@@ -611,7 +612,7 @@ def score_command(
     runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
     data = runner.read(source, **read_arguments(format, fields, on_error))
     ids = [record.id for record in data.records]
-    known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
+    known = merge_turns([read_scores(path) for path in reuse], ids) if reuse else None
     if known is not None:
         known = [[{kind: value for kind, value in pair.items() if kind in kinds} for pair in pairs] for pairs in known]
     have = deita.known_kinds(known)
@@ -624,7 +625,7 @@ def score_command(
     }
     result = deita.deita_turn_scores(data.records, models.get("complexity"), models.get("quality"), known)
     identity = {"scorer": scorer.replace("-", "_"), **{kind: m.identity for kind, m in models.items()}, "reused": reuse or []}
-    deita.write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
+    write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
     console.print(f"scored {len(ids)} records ({result.prompts} prompts scored, {', '.join(sorted(have)) or 'none'} reused); "
                   f"wrote {output}", highlight=False, soft_wrap=True)
     if result.truncated:
@@ -658,14 +659,15 @@ def embed_command(
     from sftselect.io.atomic import check_outputs
     from sftselect.io.options import read_arguments
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
+    from sftselect.io.results import embedding_outputs, write_embeddings
     from sftselect.models import embedders
 
     if embedder not in ("sentence", "lm"):
         raise OptionError(f"unknown --embedder {embedder!r}; choose sentence or lm")
     if embedder == "lm" and not model:
         raise OptionError("--embedder lm needs --model (a causal LM folder or hub id)")
-    check_outputs(embedders.embedding_outputs(output), [source], overwrite)
+    check_outputs(embedding_outputs(output), [source], overwrite)
     if embedder == "sentence":
         encoder = embedders.SentenceEmbedder(model, device=device, batch_size=batch_size)
     else:
@@ -677,7 +679,7 @@ def embed_command(
     else:
         # Through the cache or Ray only the records computed now could report truncation.
         vectors, truncated = runner.embed(data.records, encoder), 0
-    embedders.write_embeddings(output, [r.id for r in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
+    write_embeddings(output, [r.id for r in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
     console.print(f"embedded {len(data.records)} records into {vectors.shape[1]} dimensions; wrote {output}", highlight=False, soft_wrap=True)
     if truncated:
         console.print(f"[yellow]{truncated} records were longer than the model's limit; their heads were kept[/]", highlight=False, soft_wrap=True)
@@ -864,7 +866,7 @@ def analyze_command(
     from pathlib import Path
 
     from sftselect.analysis.analyze import analyze
-    from sftselect.analysis.lm import ResponseLosses
+    from sftselect.models.response_losses import ResponseLosses
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
     from sftselect.io import read_dataset
@@ -904,7 +906,7 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
     from pathlib import Path
 
     from sftselect.analysis.analyze import skipped_notes
-    from sftselect.engine.progress import is_quiet
+    from sftselect.progress import is_quiet
     from sftselect.io.write import skipped_path, write_skipped
 
     side = write_skipped(skipped, skipped_path(Path(report))) if report else None

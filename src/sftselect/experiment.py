@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sftselect import __version__
+from sftselect._version import __version__
 from sftselect.errors import OptionError
 from sftselect.io.atomic import FolderKind, atomic_path
 

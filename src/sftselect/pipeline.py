@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import is_quiet
 from sftselect.engine.summary import RunSummary
 from sftselect.errors import OptionError
+from sftselect.progress import is_quiet
 from sftselect.records import Record
 from sftselect.scorers.base import Scorer
 from sftselect.scorers.registry import DEFAULT_EMBEDDER, EMBEDDERS, SCORERS, create_embedder, method_diversity, score_field
@@ -243,7 +243,7 @@ def run_selection(
         raise OptionError("embeddings are used only by the diversity filter: give {diversity} (deita's is 0.9)", options=("diversity",))
     if scores is None and pipeline.scorer is None:
         raise OptionError("the pipeline has no scorer: give it one, or give the scores")
-    from sftselect.engine.ray_engine import LocalEngine
+    from sftselect.engine.local import LocalEngine
 
     engine = engine or LocalEngine(cache)
     candidates = np.arange(len(records), dtype=np.int64)
@@ -350,7 +350,8 @@ def _unique_ids(records: Sequence[Record], source: str) -> list[str]:
 
 def load_scores(paths: Sequence[str | Path], records: Sequence[Record], method: str) -> np.ndarray:
     """Scores for `method` from score files written by `sftselect score`, aligned with `records` by id."""
-    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, merge_turns, read_scores, record_columns
+    from sftselect.io.results import merge_turns, read_scores
+    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, record_columns
 
     column = {"deita": DEITA, "deita-complexity": COMPLEXITY, "deita-quality": QUALITY}.get(method)
     if column is None:
@@ -368,7 +369,7 @@ def load_scores(paths: Sequence[str | Path], records: Sequence[Record], method: 
 def load_embeddings(path: str | Path, records: Sequence[Record]) -> np.ndarray:
     """Vectors from an embeddings file written by `sftselect embed`, aligned with `records` by id."""
     from sftselect.errors import DataError
-    from sftselect.models.embedders import read_embeddings
+    from sftselect.io.results import read_embeddings
 
     file_ids, vectors = read_embeddings(path)
     row_of = {record_id: row for row, record_id in enumerate(file_ids)}

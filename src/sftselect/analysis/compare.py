@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sftselect.analysis.analyze import Analysis, analyze
-from sftselect.analysis.lm import ResponseLosses
+from sftselect.models.response_losses import ResponseLosses
 from sftselect.analysis.report import write_html, write_json
 from sftselect.errors import OptionError
 from sftselect.io.atomic import Output, check_outputs

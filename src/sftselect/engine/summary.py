@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, TextIO
 
-from sftselect.engine.progress import is_quiet
+from sftselect.progress import is_quiet
 
 
 @dataclass
@@ -84,21 +84,6 @@ class RunSummary:
         if self.step_seconds:
             lines.append("  time by step: " + ", ".join(f"{n} {_duration(s)}" for n, s in self.step_seconds.items()))
         return lines
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counts as plain data (for logs and tests)."""
-        return {
-            "command": self.command,
-            "read": self.read,
-            "skipped": dict(self.skipped),
-            "deduplicated": self.deduplicated,
-            "scored": self.scored,
-            "from_cache": self.from_cache,
-            "selected": self.selected,
-            "written_to": self.written_to,
-            "seconds": round(self.elapsed, 3),
-            "step_seconds": {name: round(seconds, 3) for name, seconds in self.step_seconds.items()},
-        }
 
     def report(self, stream: TextIO | None = None) -> None:
         """Print the summary to stderr, unless progress output is quiet (--quiet)."""

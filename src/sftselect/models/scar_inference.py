@@ -1,22 +1,24 @@
-"""SCAR inference: scoring (instruction, response) pairs with a style ranker, fast on a CPU and on a GPU."""
+"""SCAR inference: scoring (instruction, response) pairs with a style ranker, fast on a CPU and on a GPU.
+
+`ranker` is a `sftselect.models.scar.StyleRanker` (its `tokenizer`, `encoder`, `encode` and
+`heads`); that module calls this one, so it is typed here as the `nn.Module` it is.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from sftselect.batching import length_batches, longest_first, pad_batch
-from sftselect.engine.progress import progress
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
 from sftselect.errors import OptionError
 from sftselect.models.packed import PackedEncoder, supports_packing
-
-if TYPE_CHECKING:
-    from sftselect.models.scar import StyleRanker
+from sftselect.progress import progress
 
 # On a CPU, a batch holds at most this many tokens, padding included: long texts go in small
 # batches whose activations stay in cache, short ones fill up to the batch size. 1.2x faster
@@ -25,7 +27,7 @@ CPU_BATCH_TOKENS = 2048
 
 
 def score_text_pairs(
-    ranker: StyleRanker,
+    ranker: nn.Module,
     instructions: Sequence[str],
     responses: Sequence[str],
     batch_size: int = 32,
@@ -71,12 +73,12 @@ def score_text_pairs(
 
 
 def _encode_texts(
-    ranker: StyleRanker, texts: list[str], batch_size: int, max_length: int, bar: Any
+    ranker: nn.Module, texts: list[str], batch_size: int, max_length: int, bar: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sentence vectors and max-pooled forms of `texts`, in their order."""
     token_ids = ranker.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     lengths = [len(ids) for ids in token_ids]
-    pad_id = ranker.tokenizer.pad_token_id if ranker.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(ranker.tokenizer)
     hidden = ranker.config.hidden_dim
     vectors = torch.empty(len(texts), hidden, device=ranker.device)
     forms = torch.empty(len(texts), hidden, device=ranker.device)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from sftselect.errors import DataError, OptionError
+from sftselect.errors import OptionError
 from sftselect.records import Record
+from sftselect.turn_pairs import TurnPairs
 
 
 class Scorer(ABC):
@@ -33,48 +32,6 @@ class Scorer(ABC):
     def to(self, device: str) -> Scorer:
         """Move any model to `device` (a Ray actor puts it on its GPU); returns the scorer. Nothing to move by default."""
         return self
-
-
-@dataclass(frozen=True)
-class TurnPairs:
-    """Every (instruction, response) pair of some records in one flat list, and how many belong to each record."""
-
-    instructions: list[str]
-    responses: list[str]
-    counts: list[int]
-
-    @classmethod
-    def of(cls, records: Sequence[Record], needed_by: str | None = None) -> TurnPairs:
-        """The records' pairs (see `Record.pairs`); with `needed_by`, a record with none is an error naming that scorer."""
-        instructions: list[str] = []
-        responses: list[str] = []
-        counts: list[int] = []
-        for record in records:
-            pairs = record.pairs()
-            if not pairs and needed_by is not None:
-                raise DataError(
-                    f"record id {record.id!r}",
-                    f"has no assistant turn, so there is no response for {needed_by} to score; "
-                    "drop the record or read the data with on_error='skip'",
-                    record=record.index,
-                )
-            instructions.extend(instruction for instruction, _ in pairs)
-            responses.extend(response for _, response in pairs)
-            counts.append(len(pairs))
-        return cls(instructions, responses, counts)
-
-    def __len__(self) -> int:
-        return len(self.instructions)
-
-    @property
-    def owners(self) -> np.ndarray:
-        """For each pair, the position of its record."""
-        return np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)
-
-    def regroup(self, values: np.ndarray) -> list[np.ndarray]:
-        """Per-pair values (rows) cut back into one array per record, in turn order."""
-        bounds = np.cumsum([0, *self.counts])
-        return [values[start:end] for start, end in pairwise(bounds)]
 
 
 def _mean_of_numbers(values: np.ndarray) -> float:

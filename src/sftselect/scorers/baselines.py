@@ -9,13 +9,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect import __version__
-from sftselect.analysis.lm import ResponseLosses, lm_metrics, losses_of
-from sftselect.analysis.metrics import words
-from sftselect.engine.cache import ScoreCache, record_key
+from sftselect._version import __version__
+from sftselect.models.response_losses import ResponseLosses, lm_metrics, losses_of
+from sftselect.text_metrics import words
 from sftselect.errors import OptionError
+from sftselect.fingerprints import record_key
 from sftselect.records import Record
 from sftselect.scorers.base import PairScorer, Scorer, TurnPairs
+from sftselect.store import ScoreCache
 
 PERPLEXITY_KEEPS = ("lowest", "highest")
 

@@ -7,22 +7,19 @@ the sum over its pairs of complexity x quality, as in deita's multi-turn selecti
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from sftselect.errors import DataError, OptionError
+# read_scores is also documented under this module's name (docs/deita.md, before it moved to io).
+from sftselect.io.results import SCORE_COLUMNS, read_scores  # noqa: F401
 from sftselect.records import Record
 from sftselect.scorers.base import PAIR_AGGREGATES, PairScorer, TurnPairs
 
-COMPLEXITY = "deita_complexity"
-QUALITY = "deita_quality"
-DEITA = "deita"
+COMPLEXITY, QUALITY, DEITA = SCORE_COLUMNS
 # How each record-level score combines its pairs' scores (see PAIR_AGGREGATES).
 _AGGREGATE = {COMPLEXITY: "mean", QUALITY: "mean", DEITA: "sum"}
 
@@ -178,106 +175,6 @@ class DeitaScorer(PairScorer):
     def score_turns(self, records: Sequence[Record]) -> TurnScores:
         """Per-pair complexity and quality scores, with the truncation count."""
         return deita_turn_scores(records, self.complexity_model, self.quality_model)
-
-
-@dataclass(frozen=True)
-class ScoreTable:
-    """Scores read back from a score file: record ids, record-level columns, per-pair scores."""
-
-    ids: list[str]
-    indices: np.ndarray
-    columns: dict[str, np.ndarray]
-    turns: list[list[dict[str, float]]]
-    path: str = ""
-
-
-def write_scores(
-    path: str | Path,
-    records: Sequence[Record],
-    turn_scores: TurnScores,
-    *,
-    identity: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> None:
-    """Write one JSON line per record (id, index, record-level scores, per-pair `turns`), atomically.
-
-    A first line `{"sftselect_scores": identity}` records what produced the numbers.
-    """
-    from sftselect.io.atomic import atomic_path, check_destination
-
-    path = Path(path)
-    check_destination(path, None, overwrite)
-    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"sftselect_scores": identity or {}}) + "\n")
-        for position, record in enumerate(records):
-            row: dict[str, Any] = {"id": record.id, "index": record.index}
-            row.update({name: float(values[position]) for name, values in turn_scores.columns.items()})
-            row["turns"] = turn_scores.turns[position]
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_scores(path: str | Path) -> ScoreTable:
-    """Read a file written by `sftselect score` (see `write_scores`)."""
-    path = Path(path)
-    ids: list[str] = []
-    indices: list[int] = []
-    turns: list[list[dict[str, float]]] = []
-    rows: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise DataError(str(path), f"cannot read the score file: {error.strerror}") from error
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(str(path), f"not JSON: {error.msg}", line=number) from error
-        if "sftselect_scores" in row:
-            continue
-        if not isinstance(row, dict) or "id" not in row or "turns" not in row:
-            raise DataError(str(path), "a score line needs an `id` and `turns`", line=number)
-        ids.append(str(row["id"]))
-        indices.append(int(row.get("index", len(indices))))
-        turns.append(row["turns"])
-        rows.append(row)
-    names = [name for name in (COMPLEXITY, QUALITY, DEITA) if rows and name in rows[0]]
-    columns = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        bad = next((i for i, v in enumerate(values) if not isinstance(v, (int, float)) or math.isnan(v)), None)
-        if bad is not None:
-            raise DataError(str(path), f"record {ids[bad]!r} has no number for {name}")
-        columns[name] = np.asarray(values, dtype=np.float64)
-    return ScoreTable(
-        ids=ids, indices=np.asarray(indices, dtype=np.int64), columns=columns, turns=turns, path=str(path)
-    )
-
-
-def merge_turns(tables: Sequence[ScoreTable], ids: Sequence[str]) -> list[list[dict[str, float]]]:
-    """Per-pair scores for `ids`, merged from score files (e.g. one of complexity, one of quality)."""
-    merged: list[list[dict[str, float]]] = [[] for _ in ids]
-    position = {record_id: i for i, record_id in enumerate(ids)}
-    for table in tables:
-        seen = set()
-        for record_id, record_turns in zip(table.ids, table.turns):
-            if record_id not in position:
-                continue
-            seen.add(record_id)
-            target = merged[position[record_id]]
-            if not target:
-                target.extend({} for _ in record_turns)
-            if len(target) != len(record_turns):
-                raise DataError(
-                    table.path, f"record {record_id!r} has {len(record_turns)} scored pairs here, {len(target)} elsewhere"
-                )
-            for into, scores in zip(target, record_turns):
-                into.update(scores)
-        missing = [record_id for record_id in ids if record_id not in seen]
-        if missing:
-            raise DataError(table.path, f"{len(missing)} records have no scores here, the first {missing[0]!r}")
-    return merged
 
 
 def known_kinds(known: Sequence[Sequence[dict[str, float]]] | None) -> set[str]:

@@ -114,7 +114,7 @@ def _losses(
     model: str | None, lm: str | None, max_response_tokens: int, batch_tokens: int, device: str | None, plain_prompt: bool = False
 ) -> Any:
     """The LM losses of the LM baselines: `lm` (or `model`; default the packaged SmolLM2), chat or plain prompt."""
-    from sftselect.analysis.lm import ResponseLosses
+    from sftselect.models.response_losses import ResponseLosses
     from sftselect.scorers.baselines import default_superfilter_lm
 
     make = default_superfilter_lm if plain_prompt else ResponseLosses

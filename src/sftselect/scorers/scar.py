@@ -44,7 +44,7 @@ class ScarScorer(PairScorer):
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the scores: weights, encoder, truncation, aggregation, precision."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "scorer": self.name,

@@ -10,8 +10,8 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
 from sftselect.records import Record
 from sftselect.selectors.base import Drop, RecordFilter, Sifted
 

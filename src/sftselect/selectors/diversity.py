@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
 from sftselect.selectors.base import BudgetSelector, Drop, SelectionContext, Selector
 from sftselect.selectors.ranking import order_by_score
 
