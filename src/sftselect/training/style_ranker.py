@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,11 +52,16 @@ def is_degenerate(text: str, repeat_share: float = 0.5) -> bool:
     return bool(grams) and 1 - len(set(grams)) / len(grams) > repeat_share
 
 
-def synth_answer_pairs(path: str | os.PathLike, generator: str = "smollm2-135m") -> tuple[list[MatchedPair], int]:
+def synth_answer_pairs(
+    path: str | os.PathLike,
+    generator: str = "smollm2-135m",
+    more_human_answers: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[list[MatchedPair], int]:
     """Pairs (LLM answer over human answer) from `bench/synth_ranker_answers.py`'s JSONL, and how many were dropped.
 
     The quality constraint: an LLM answer that loops or is empty is no better than the human
-    one, so its pair is dropped.
+    one, so its pair is dropped. `more_human_answers` (instruction -> human answers, such as
+    OASST's other volunteer replies) pairs the LLM answer with each of those too.
     """
     pairs, dropped = [], 0
     try:
@@ -74,8 +79,28 @@ def synth_answer_pairs(path: str | os.PathLike, generator: str = "smollm2-135m")
         if is_degenerate(direct) or direct.strip() == human.strip():
             dropped += 1
             continue
-        pairs.append(MatchedPair(source, generator, instruction, direct, human))
+        humans = dict.fromkeys([human, *(more_human_answers or {}).get(instruction, ())])
+        pairs += [MatchedPair(source, generator, instruction, direct, answer) for answer in humans if answer.strip() != direct.strip()]
     return pairs, dropped
+
+
+def oasst_top_replies(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Each OASST prompt's volunteer-written (not synthetic, not deleted) direct replies, best ranked first."""
+    replies: dict[str, list[str]] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            prompt = json.loads(line)["prompt"]
+            answers = [
+                reply for reply in prompt.get("replies", [])
+                if reply["role"] == "assistant" and not reply.get("synthetic") and not reply.get("deleted") and reply["text"].strip()
+            ]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(str(path), f"expected an OASST message tree with a prompt and its replies ({error})", line=number) from error
+        answers.sort(key=lambda reply: reply.get("rank") if reply.get("rank") is not None else 99)
+        replies[prompt["text"]] = [reply["text"] for reply in answers]
+    return replies
 
 
 def _first_exchanges(path: Path) -> dict[str, str]:
@@ -144,18 +169,21 @@ def pair_features(pairs: Sequence[MatchedPair]) -> tuple[np.ndarray, np.ndarray]
     return form_features([pair.better for pair in pairs]), form_features([pair.worse for pair in pairs])
 
 
-def fit_pairwise_logistic(differences: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
-    """Weights w minimising mean(log(1 + exp(-differences @ w))) + l2 / 2 * |w|^2, by Newton's method."""
+def fit_pairwise_logistic(
+    differences: np.ndarray, l2: float, pair_weights: np.ndarray | None = None, iterations: int = 50
+) -> np.ndarray:
+    """Weights w minimising the weighted mean of log(1 + exp(-differences @ w)) + l2 / 2 * |w|^2, by Newton's method."""
     if l2 <= 0:
         raise OptionError(f"the L2 penalty must be positive, got {l2}")
-    count, width = differences.shape
+    width = differences.shape[1]
+    share = np.full(len(differences), 1 / len(differences)) if pair_weights is None else pair_weights / pair_weights.sum()
     weights = np.zeros(width)
     for _ in range(iterations):
         margins = differences @ weights
         probability = 1 / (1 + np.exp(np.clip(margins, -50, 50)))  # sigmoid(-margin)
-        gradient = -(differences * probability[:, None]).mean(0) + l2 * weights
-        curvature = probability * (1 - probability)
-        hessian = (differences * curvature[:, None]).T @ differences / count + l2 * np.eye(width)
+        gradient = -(differences * (share * probability)[:, None]).sum(0) + l2 * weights
+        curvature = share * probability * (1 - probability)
+        hessian = (differences * curvature[:, None]).T @ differences + l2 * np.eye(width)
         step = np.linalg.solve(hessian, gradient)
         weights -= step
         if np.abs(step).max() < 1e-9:
@@ -164,9 +192,18 @@ def fit_pairwise_logistic(differences: np.ndarray, l2: float, iterations: int = 
 
 
 def fit_style_ranker(
-    better: np.ndarray, worse: np.ndarray, features: Sequence[str], l2: float, details: dict[str, Any] | None = None
+    better: np.ndarray,
+    worse: np.ndarray,
+    features: Sequence[str],
+    l2: float,
+    groups: Sequence[str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> FeatureRanker:
-    """A `FeatureRanker` over `features` (the matrices' columns), fit so that each `better` row outscores its `worse` row."""
+    """A `FeatureRanker` over `features` (the matrices' columns), fit so that each `better` row outscores its `worse` row.
+
+    With `groups` (one name per pair, such as its source and generator), every group weighs the
+    same in the loss however many pairs it has.
+    """
     if len(better) == 0 or better.shape != worse.shape or better.shape[1] != len(features):
         raise OptionError(
             f"the style ranker needs matched better/worse feature matrices with one column per feature; "
@@ -181,7 +218,11 @@ def fit_style_ranker(
     mean, scale = clipped.mean(0), clipped.std(0)
     scale[scale < 1e-6] = 1.0
     scaler = FeatureRanker(list(features), lower, upper, mean, scale, np.zeros(len(features)))
-    weights = fit_pairwise_logistic(scaler.standardise(better) - scaler.standardise(worse), l2)
+    pair_weights = None
+    if groups is not None:
+        _, index, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+        pair_weights = 1.0 / sizes[index]
+    weights = fit_pairwise_logistic(scaler.standardise(better) - scaler.standardise(worse), l2, pair_weights)
     return FeatureRanker(list(features), lower, upper, mean, scale, weights, details=dict(details or {}))
 
 
