@@ -233,6 +233,32 @@ def alpaca_selection(ranker, path: Path) -> dict:
     }
 
 
+def markdown(report: dict) -> str:
+    """The report's figures as the Markdown tables of bench/RESULTS.md."""
+    lines = []
+    for key, results in report.items():
+        if not key.startswith("leave_sources_out"):
+            continue
+        lines += [f"Leave-sources-out, {key.split('(')[1].rstrip(')')} features (pairwise accuracy: LLM answer above the human one, "
+                  "or the stronger generator's above the weaker's):", "",
+                  "| held out (L2, training pairs) | pairs | n | ranker | length rule | code rule |", "|---|---|---|---|---|---|"]
+        for result in results:
+            for row in result["rows"]:
+                lines.append(f"| {result['held_out']} ({result['l2']}, {result['training_pairs']}) | {row['pairs']} | {row['count']} | "
+                             f"**{row['ranker']:.3f}** | {row['length_rule']:.3f} | {row['code_rule']:.3f} |")
+        lines.append("")
+    lines += ["Held-out mixed-style pools, top 25% by the ranker trained without the pool's source:", "",
+              "| pool | records | TTR std pool -> top 25% | MTLD std pool -> top 25% |", "|---|---|---|---|"]
+    for pool in report["mixed_pools"]:
+        lines.append(f"| {pool['pool']} | {pool['records']} | {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f} | "
+                     f"{pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f} |")
+    selection = report["alpaca_5000"]
+    lines += ["", f"Alpaca 5000, top 10% by the final ranker: {selection['top10_share_5_words_or_fewer']:.1%} of responses of 5 words or "
+              f"fewer (pool {selection['pool_share_5_words_or_fewer']:.1%}), median {selection['top10_median_words']:.0f} words "
+              f"(pool {selection['pool_median_words']:.0f})."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="The shared data folder.")
@@ -313,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         with atomic_path(args.report) as staging:
             staging.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print("\n" + markdown(report))
     return 0
 
 

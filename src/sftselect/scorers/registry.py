@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from sftselect.errors import OptionError
 
-# The ranker `select` uses when --ranker is not given: heads trained by
-# bench/train_default_ranker.py over all-MiniLM-L6-v2 from its PyPI package, so no network is needed.
-DEFAULT_RANKER = str(Path(__file__).resolve().parents[1] / "data" / "rankers" / "scar-minilm-l6")
+# The ranker `select` uses when --ranker is not given: a linear model over linguistic-form
+# features trained by bench/train_default_ranker.py on instruction-matched pairs; no model to load.
+DEFAULT_RANKER = str(Path(__file__).resolve().parents[1] / "data" / "rankers" / "scar-style-features")
 DEFAULT_COMPLEXITY_MODEL = "hkust-nlp/deita-complexity-scorer"
 DEFAULT_QUALITY_MODEL = "hkust-nlp/deita-quality-scorer"
 
@@ -33,8 +33,11 @@ def _scar(
     """SCAR style ranker scores (ScarScorer over StyleRanker.from_pretrained)."""
     from sftselect.models.scar import StyleRanker
     from sftselect.scorers.scar import ScarScorer
+    from sftselect.scorers.style_ranker import StyleFeatureScorer, bundled_ranker_path, is_style_ranker
 
-    ranker = StyleRanker.from_pretrained(model or DEFAULT_RANKER, device=device)
+    if is_style_ranker(model or DEFAULT_RANKER):
+        return StyleFeatureScorer.from_pretrained(model or DEFAULT_RANKER, turn_aggregate=turn_aggregate)
+    ranker = StyleRanker.from_pretrained(bundled_ranker_path(model or DEFAULT_RANKER), device=device)
     return ScarScorer(ranker, batch_size=batch_size, max_length=max_length, turn_aggregate=turn_aggregate)
 
 
