@@ -77,14 +77,14 @@ class Texts:
 
 
 def surprisal_features(pairs: list[MatchedPair], cache_path: Path) -> dict[tuple[str, str], np.ndarray]:
-    """SmolLM2 mean token losses of each response (first 128 tokens) given its instruction and alone, cached on disk."""
+    """SmolLM2 mean token losses of each response (first 64 tokens) given its instruction and alone, cached on disk."""
     from sftselect.analysis.lm import CONDITIONAL, TOKENS, UNCONDITIONAL, ResponseLosses
 
     keys = list(dict.fromkeys((pair.instruction, text) for pair in pairs for text in (pair.better, pair.worse)))
     cached: dict[str, list[float]] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     missing = [key for key in keys if json.dumps(key) not in cached]
     if missing:
-        lm = ResponseLosses(max_response_tokens=128, max_instruction_tokens=256, batch_tokens=4096)
+        lm = ResponseLosses(max_response_tokens=64, max_instruction_tokens=128, batch_tokens=4096)
         for start in range(0, len(missing), 128):
             chunk = missing[start : start + 128]
             for key, losses in zip(chunk, lm.pair_losses(chunk)):
