@@ -138,3 +138,23 @@ def test_the_training_recipe_runs_end_to_end_on_a_tiny_subset(shared_data, tmp_p
     held_out = [result["held_out"] for result in report["leave_sources_out (form)"]]
     assert held_out == ["lima", "oasst", "scar_human"]
     assert StyleFeatureScorer.from_pretrained(tmp_path / "ranker").score([_record("a", FULL_ANSWER)]).shape == (1,)
+
+
+def test_select_with_a_broken_style_ranker_prints_one_error_line_naming_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    ranker = tmp_path / "ranker"
+    ranker.mkdir()
+    (ranker / "style_ranker.json").write_text("{not json")
+    completed = subprocess.run(
+        [sys.executable, "-m", "sftselect.cli", "select", str(source), "-o", str(tmp_path / "out.json"), "--top", "1",
+         "--ranker", str(ranker), "--no-cache"],
+        capture_output=True, text=True,
+    )
+    assert completed.returncode != 0
+    assert "error:" in completed.stderr and "style_ranker.json" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "out.json").exists()
