@@ -37,8 +37,12 @@ def _scar(
     """SCAR style ranker scores (the bundled ranker unless a model is given)."""
     from sftselect.models.scar import StyleRanker
     from sftselect.scorers.scar import ScarScorer
+    from sftselect.models.style_ranker import bundled_ranker_path, is_style_ranker
+    from sftselect.scorers.style_ranker import StyleFeatureScorer
 
-    ranker = StyleRanker.from_pretrained(model or DEFAULT_RANKER, device=device)
+    if is_style_ranker(model or DEFAULT_RANKER):
+        return StyleFeatureScorer.from_pretrained(model or DEFAULT_RANKER, turn_aggregate=turn_aggregate)
+    ranker = StyleRanker.from_pretrained(bundled_ranker_path(model or DEFAULT_RANKER), device=device)
     return ScarScorer(ranker, batch_size=batch_size, max_length=max_length, turn_aggregate=turn_aggregate)
 
 
