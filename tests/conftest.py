@@ -94,3 +94,16 @@ def tiny_llama_dir(tmp_path_factory, smollm2_dir) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A SCAR ranker with a random 2-layer encoder and untrained heads, saved in the official format."""
+    import torch
+
+    from sftselect.models.scar import StyleRanker
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ranker") / "tiny-ranker"
+    StyleRanker.from_encoder(str(tiny_bert_dir)).save_pretrained(folder)
+    return folder

@@ -26,19 +26,6 @@ SLICES = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_ranker(tmp_path_factory, tiny_bert_dir) -> Path:
-    """A SCAR ranker with a random 2-layer encoder and untrained heads, saved in the official format."""
-    import torch
-
-    from sftselect.models.scar import StyleRanker
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ranker") / "tiny-ranker"
-    StyleRanker.from_encoder(str(tiny_bert_dir)).save_pretrained(folder)
-    return folder
-
-
 def first_records(source: Path, count: int, folder: Path) -> Path:
     """A copy of the first `count` records of a shared data file, in the same container."""
     target = folder / source.name

@@ -123,9 +123,10 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:>7.1f} {task.fields['unit']}/s")
 
 
-# The one live display of this process: rich allows only one, so nested steps add their
-# bar to it (and remove it when they end) instead of opening another.
-_live: list[Progress] = []
+# How many steps are running in this process. A step started inside another (a model's own
+# loop inside a cached scoring step) is counted but not shown: each step has one bar, or one
+# series of plain lines, that the outer step advances.
+_running = [0]
 
 
 @contextmanager
@@ -133,34 +134,28 @@ def progress(description: str, total: int | None = None, unit: str = "records") 
     """Report progress of a long step with count, rate and ETA.
 
     Shows a live bar when stderr is a terminal, a plain line every few seconds when it is
-    not (logs, CI), and nothing under `set_quiet(True)`. Steps may nest.
+    not (logs, CI), and nothing under `set_quiet(True)`. A step inside another shows nothing
+    of its own: the outer step's report is the one the user reads.
     """
-    if _settings["quiet"]:
+    if _settings["quiet"] or _running[0]:
         yield _Reporter(description, total, unit)
         return
-    if sys.stderr.isatty():
-        if _live:
-            reporter = _RichReporter(description, total, unit, _live[-1])
-            try:
-                yield reporter
-            finally:
-                _live[-1].remove_task(reporter._task)
-            return
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _RateColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
-            _live.append(bar)
-            try:
+    _running[0] += 1
+    try:
+        if sys.stderr.isatty():
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _RateColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
                 yield _RichReporter(description, total, unit, bar)
-            finally:
-                _live.pop()
-        return
-    reporter = _PlainReporter(description, total, unit)
-    yield reporter
-    print(f"{reporter._line()} (done)", file=sys.stderr, flush=True)
+            return
+        reporter = _PlainReporter(description, total, unit)
+        yield reporter
+        print(f"{reporter._line()} (done)", file=sys.stderr, flush=True)
+    finally:
+        _running[0] -= 1
