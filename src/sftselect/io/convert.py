@@ -9,6 +9,14 @@ from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_outputs
 from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import Format, RecordProblem
+from sftselect.io.llamafactory import (
+    check_entry_free,
+    check_llamafactory_reads,
+    dataset_info_entry,
+    entry_name,
+    llamafactory_file_name,
+    merge_dataset_info,
+)
 from sftselect.io.write import data_outputs, dest_container, skipped_path, write_rows, write_skipped
 from sftselect.progress import progress
 from sftselect.records import Record
@@ -95,17 +103,24 @@ def convert_source(
     on_error: str = "raise",
     overwrite: bool = False,
     batch_size: int = 10_000,
+    llamafactory_info: str | Path | None = None,
 ) -> tuple[int, list[Skipped], Path | None]:
     """Write every record of a source in the target format to dest (container by its extension), streaming.
 
     Returns the number written, every record left out (while reading or converting) and the
     side file they went to. Nothing is left behind when a record fails under on_error="raise".
+    With `llamafactory_info`, the `dataset_info.json` entry for dest is merged into that file
+    (named for dest; a different entry of that name is replaced only with overwrite).
     """
     if target not in CONVERTERS:
         raise OptionError(f"cannot convert to {target!r}; choose one of {', '.join(TARGETS)}")
     dest = Path(dest)
     source_path = Path(source) if isinstance(source, (str, Path)) else None
     check_outputs(data_outputs(dest, source_path, on_error), [source_path], overwrite)
+    if llamafactory_info is not None:
+        check_llamafactory_reads(target, dest)
+        check_entry_free(llamafactory_info, entry_name(dest), llamafactory_file_name(dest, llamafactory_info), overwrite)
+    columns: set[str] = set()
     stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
     unconvertible: list[Skipped] = []
 
@@ -115,9 +130,14 @@ def convert_source(
                 converted, left_out = convert_records(batch, target, on_error, stream.name, stream.format_of)
                 unconvertible.extend(left_out)
                 bar.advance(len(batch))
+                for row in converted:
+                    columns.update(row)
                 yield from converted
 
     written = write_rows(rows(), dest, dest_container(dest, stream.container))
     skipped = sorted([*stream.skipped, *unconvertible], key=lambda entry: entry.record)
     side = write_skipped(skipped, skipped_path(dest)) if skipped else None
+    if llamafactory_info is not None:
+        entry = dataset_info_entry(target, dest, llamafactory_info, columns)
+        merge_dataset_info(llamafactory_info, entry_name(dest), entry, overwrite)
     return written, skipped, side
