@@ -1,11 +1,14 @@
-"""Command-line options every data command shares: input format, field map, bad-record policy, writing."""
+"""Options and help texts several commands share: input format, field map, bad-record policy, writing, cache, engine."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, List, Optional
 
 import typer
 from typing_extensions import Annotated
+
+from sftselect.errors import OptionError
 
 FORMAT_NAMES = (
     "alpaca", "sharegpt", "messages", "prompt_completion", "query_response",
@@ -47,9 +50,26 @@ WithScoresOption = Annotated[
     typer.Option("--with-scores", help="Add each record's scores as extra fields (by default records are written exactly as read)."),
 ]
 
+CACHE_PATH_HELP = "The cache file (default: <user cache folder>/sftselect/scores.sqlite; SFTSELECT_CACHE_DIR moves the folder)."
+ENGINE_HELP = (
+    "Where reading, models and writing run: local (this process) or ray (a Ray cluster through Ray Data; "
+    "pip install 'sftselect\\[ray]'). With ray, plain JSONL is read and written in blocks by Ray tasks."
+)
+RAY_ADDRESS_HELP = "With --engine ray: the address of an existing Ray cluster (e.g. ray://head:10001); default: start a local one."
+UNSAFE_NO_SANDBOX_HELP = (
+    "Where bubblewrap is missing or cannot create namespaces, run generated code anyway, outside any sandbox "
+    "(only time and memory limits): UNSAFE, the code can do whatever you can."
+)
+
 
 def read_arguments(format: Optional[str], fields: Optional[List[str]], on_error: str) -> dict[str, Any]:
     """The keyword arguments of `read_dataset` / `iter_record_batches` for these options."""
     from sftselect.io.formats import parse_field_map
 
     return {"format": format, "field_map": parse_field_map(fields), "on_error": on_error}
+
+
+def refuse_input_as_output(source: str, output: str) -> None:
+    """Refuse to write OUTPUT over SOURCE, which would lose the input."""
+    if os.path.exists(output) and os.path.samefile(source, output):
+        raise OptionError(f"{output} is the input file: write the result to another file (-o)")
