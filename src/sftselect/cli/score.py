@@ -57,38 +57,22 @@ def score_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Score every record with deita's complexity and/or quality scorer; write the scores beside the record ids."""
-    from sftselect.errors import OptionError
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
-    from sftselect.scorers import deita
+    from sftselect.jobs import score_file
 
-    kinds = {"deita-complexity": ["complexity"], "deita-quality": ["quality"], "deita": ["complexity", "quality"]}.get(scorer)
-    if kinds is None:
-        raise OptionError(f"unknown --scorer {scorer!r}; choose deita-complexity, deita-quality or deita")
-    if engine == "ray" and backend == "vllm":
-        raise OptionError("--engine ray runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: leave out one of them")
     refuse_input_as_output(source, output)
-    runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
-    data = runner.read(source, **read_arguments(format, fields, on_error))
-    ids = [record.id for record in data.records]
-    known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
-    if known is not None:
-        known = [[{kind: value for kind, value in pair.items() if kind in kinds} for pair in pairs] for pairs in known]
-    have = deita.known_kinds(known)
-    chosen = {"complexity": complexity_model or model, "quality": quality_model or model}
-    defaults = {"complexity": DEFAULT_COMPLEXITY_MODEL, "quality": DEFAULT_QUALITY_MODEL}
-    options = {"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget}
-    models = {
-        kind: runner.prompt_model(deita.load_scorer_model(chosen[kind] or defaults[kind], backend=backend, **options))
-        for kind in kinds if kind not in have
-    }
-    result = deita.deita_turn_scores(data.records, models.get("complexity"), models.get("quality"), known)
-    identity = {"scorer": scorer.replace("-", "_"), **{kind: m.identity for kind, m in models.items()}, "reused": reuse or []}
-    deita.write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
-    console.print(f"scored {len(ids)} records ({result.prompts} prompts scored, {', '.join(sorted(have)) or 'none'} reused); "
+    report = score_file(
+        source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
+        scorer=scorer, models={"complexity": complexity_model or model, "quality": quality_model or model},
+        reuse=reuse or [], backend=backend,
+        model_options={"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget},
+        read_options=read_arguments(format, fields, on_error), overwrite=overwrite,
+    )
+    console.print(f"scored {report.records} records ({report.prompts} prompts scored, {', '.join(report.reused) or 'none'} reused); "
                   f"wrote {output}", highlight=False, soft_wrap=True)
-    if result.truncated:
-        console.print(f"[yellow]{result.truncated} prompts were longer than the model's limit and cut in the middle[/]", highlight=False, soft_wrap=True)
+    if report.truncated:
+        console.print(f"[yellow]{report.truncated} prompts were longer than the model's limit and cut in the middle[/]", highlight=False, soft_wrap=True)
 
 
 def embed_command(
@@ -113,28 +97,18 @@ def embed_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Embed every record for deita's diversity filter; write float32 vectors beside the record ids."""
-    from sftselect.errors import OptionError
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
-    from sftselect.models import embedders
+    from sftselect.jobs import embed_file
+    from sftselect.scorers.registry import create_embedder
 
-    if embedder == "sentence":
-        encoder = embedders.SentenceEmbedder(model, device=device, batch_size=batch_size)
-    elif embedder == "lm":
-        if not model:
-            raise OptionError("--embedder lm needs --model (a causal LM folder or hub id)")
-        encoder = embedders.CausalLMEmbedder.from_pretrained(model, device=device, dtype=dtype, max_length=max_length, batch_size=batch_size)
-    else:
-        raise OptionError(f"unknown --embedder {embedder!r}; choose sentence or lm")
+    lm_options = {"dtype": dtype, "max_length": max_length} if embedder == "lm" else {}
+    encoder = create_embedder(embedder, model, device=device, batch_size=batch_size, **lm_options)
     refuse_input_as_output(source, output)
-    runner = get_engine(engine, ray_address, open_cache(no_cache, cache_path))
-    data = runner.read(source, **read_arguments(format, fields, on_error))
-    if runner.name == "local" and runner.cache is None:
-        vectors, truncated = encoder.embed_with_report(data.records)
-    else:
-        # Through the cache or Ray only the records computed now could report truncation.
-        vectors, truncated = runner.embed(data.records, encoder), 0
-    embedders.write_embeddings(output, [r.id for r in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
-    console.print(f"embedded {len(data.records)} records into {vectors.shape[1]} dimensions; wrote {output}", highlight=False, soft_wrap=True)
-    if truncated:
-        console.print(f"[yellow]{truncated} records were longer than the model's limit; their heads were kept[/]", highlight=False, soft_wrap=True)
+    report = embed_file(
+        source, output, encoder, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
+        read_options=read_arguments(format, fields, on_error), overwrite=overwrite,
+    )
+    console.print(f"embedded {report.records} records into {report.dimensions} dimensions; wrote {output}", highlight=False, soft_wrap=True)
+    if report.truncated:
+        console.print(f"[yellow]{report.truncated} records were longer than the model's limit; their heads were kept[/]", highlight=False, soft_wrap=True)

@@ -102,13 +102,23 @@ def _sentence_embedder(model: str | None, *, batch_size: int = 64, device: str |
     return SentenceEmbedder(model, device=device, batch_size=batch_size)
 
 
-def _lm_embedder(model: str | None, *, batch_size: int = 8, device: str | None = None, **_: Any) -> Any:
+def _lm_embedder(
+    model: str | None,
+    *,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "float32",
+    max_length: int | None = None,
+    **_: Any,
+) -> Any:
     """deita's embedding: a causal LM's last-layer state at the last token of the chat-templated conversation."""
-    from sftselect.models.embedders import CausalLMEmbedder
+    from sftselect.models.embedders import DEFAULT_LM_MAX_LENGTH, CausalLMEmbedder
 
     if model is None:
         raise OptionError("the lm embedder needs a causal LM: pass its folder or hub id")
-    return CausalLMEmbedder.from_pretrained(model, device=device, batch_size=batch_size)
+    return CausalLMEmbedder.from_pretrained(
+        model, device=device, dtype=dtype, max_length=max_length or DEFAULT_LM_MAX_LENGTH, batch_size=batch_size
+    )
 
 
 EMBEDDERS: dict[str, ScorerFactory] = {
