@@ -43,21 +43,17 @@ def eval_humaneval(
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP),
 ) -> None:
     """HumanEval pass@k: generated code runs in a bubblewrap sandbox (no network, no files but its own, no caller's environment; time and memory limits)."""
-    from sftselect.evaluation.generation import GenerationSettings, load_for_generation
-    from sftselect.evaluation.humaneval import evaluate_humaneval, load_problems
-    from sftselect.evaluation.sandbox import SandboxLimits, require_sandbox
+    from sftselect.evaluation.evaluate import HumanEvalSettings, evaluate_model
+    from sftselect.evaluation.sandbox import require_sandbox
 
     if require_sandbox(unsafe_no_sandbox) is None:
         console.print("[bold red]warning:[/] running generated code WITHOUT a sandbox (--unsafe-no-sandbox)", highlight=False)
-    problems = load_problems(limit=limit)
-    loaded, tokenizer = load_for_generation(model)
-    result = evaluate_humaneval(
-        loaded, tokenizer, problems,
-        GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed),
-        samples_per_task=samples, ks=tuple(k or (1,)),
-        limits=SandboxLimits(timeout_seconds=timeout, memory_bytes=memory_mb * 1024 * 1024, unsafe_no_sandbox=unsafe_no_sandbox),
-        prompt_style=prompt_style,
+    settings = HumanEvalSettings(
+        limit=limit, samples=samples, k=tuple(k or (1,)), max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, batch_size=batch_size, seed=seed, prompt_style=prompt_style, timeout=timeout,
+        memory_mb=memory_mb, unsafe_no_sandbox=unsafe_no_sandbox,
     )
+    result = evaluate_model(model, humaneval=settings).humaneval
     if output:
         _write_json_result(output, {"model": model, **result.as_dict()})
     for at, value in result.pass_at.items():
@@ -79,19 +75,13 @@ def eval_judge(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the win rate and every question's verdicts here (JSON)."),
 ) -> None:
     """Pairwise win rate against a reference model's answers, each question judged in both orders."""
-    from sftselect.evaluation.generation import GenerationSettings, load_for_generation
-    from sftselect.evaluation.judge import answer_questions, judge_pairwise, load_questions, pair_with_references
-    from sftselect.models.llm import OpenAIChatBackend, default_llm_cache
+    from sftselect.evaluation.evaluate import JudgeSettings, evaluate_model
 
-    asked = pair_with_references(
-        load_questions(questions), load_questions(reference) if reference else None, source=reference or questions
-    )[:limit]
-    judge = OpenAIChatBackend(
-        judge_model, base_url=judge_base_url, max_concurrency=concurrency, cache=None if no_cache else default_llm_cache()
+    settings = JudgeSettings(
+        questions=questions, base_url=judge_base_url, model=judge_model, reference=reference, limit=limit,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, cache=not no_cache,
     )
-    loaded, tokenizer = load_for_generation(model)
-    model_answers = answer_questions(loaded, tokenizer, asked, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size))
-    result = judge_pairwise(asked, model_answers, judge)
+    result = evaluate_model(model, judge=settings).judge
     if output:
         _write_json_result(output, {"model": model, "judge": judge_model, **result.as_dict()})
     print(
