@@ -39,28 +39,15 @@ def analyze_command(
     on_error: OnErrorOption = "raise",
 ) -> None:
     """Compare style metrics (length, lexical diversity, layout, LM perplexity...) of a pool and its selections or groups."""
-    from pathlib import Path
-
-    from sftselect.analysis.analyze import analyze
+    from sftselect.analysis.analyze import analyze_files
     from sftselect.analysis.lm import ResponseLosses
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
-    from sftselect.io import read_dataset
 
-    arguments = read_arguments(format, fields, on_error)
-    pool = read_dataset(source, **arguments)
-    selections = {}
-    skipped = {source: pool.skipped}
-    for path in selected or []:
-        name = Path(path).name
-        while name in selections:
-            name += "'"
-        data = read_dataset(path, **arguments)
-        selections[name], skipped[path] = data.records, data.skipped
     losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
-    analysis = analyze(
-        pool.records, selections, group_by=group_by, lm=losses, use_lm=not no_lm,
-        cache=None if no_lm else open_cache(no_cache, cache_path), pool_name=Path(source).name, skipped=skipped,
+    analysis = analyze_files(
+        source, selected or [], read_options=read_arguments(format, fields, on_error), group_by=group_by, lm=losses,
+        use_lm=not no_lm, cache=None if no_lm else open_cache(no_cache, cache_path),
     )
     Console().print(summary_table(analysis))
     if json_out:
