@@ -38,12 +38,12 @@ def load_pairs(folder: Path, count: int) -> tuple[list[str], list[str]]:
 
 
 def reference_scores(scorer: DeitaScorerModel, instructions: list[str], responses: list[str]) -> np.ndarray:
-    """deita's official way: one unpadded prompt at a time through generate."""
+    """deita's official way: one unpadded prompt at a time through generate, on the model's device."""
     tokenizer = scorer.tokenizer
     scores = []
     for instruction, response in zip(instructions, responses):
         ids = [tokenizer.bos_token_id, *tokenizer.encode(quality_prompt(instruction, response), add_special_tokens=False)]
-        input_ids = torch.tensor([ids])
+        input_ids = torch.tensor([ids], device=scorer.model.device)
         out = scorer.model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),

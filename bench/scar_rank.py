@@ -34,11 +34,11 @@ import torch
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval"
 
 
-def load_pairs(count: int) -> tuple[list[str], list[str]]:
+def load_pairs(count: int, folder: Path = DATA) -> tuple[list[str], list[str]]:
     """The first `count` (instruction, output) pairs over the alpaca_eval files in sorted name order."""
     instructions: list[str] = []
     responses: list[str] = []
-    for path in sorted(DATA.glob("*.model_outputs.json")):
+    for path in sorted(folder.glob("*.model_outputs.json")):
         for record in json.loads(path.read_text()):
             if len(instructions) == count:
                 return instructions, responses
@@ -47,21 +47,32 @@ def load_pairs(count: int) -> tuple[list[str], list[str]]:
     return instructions, responses
 
 
-def matmul_flops_per_second(hidden: int, seconds: float = 3.0) -> float:
-    """Measured float32 matmul rate on shapes like the encoder's feed-forward layers."""
-    left = torch.randn(2048, hidden)
-    right = torch.randn(hidden, 4 * hidden)
+def matmul_flops_per_second(
+    hidden: int, seconds: float = 3.0, device: str = "cpu", dtype: torch.dtype = torch.float32, rows: int = 2048
+) -> float:
+    """Measured matmul rate of [rows, hidden] x [hidden, 4 hidden] products (at the defaults, the encoder's feed-forward shapes)."""
+    left = torch.randn(rows, hidden, device=device, dtype=dtype)
+    right = torch.randn(hidden, 4 * hidden, device=device, dtype=dtype)
+    # A GPU runs a product after it is queued: wait for each one, so the clock sees it done.
+    finish = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     torch.mm(left, right)
+    finish()
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         torch.mm(left, right)
+        finish()
         runs += 1
-    return runs * 2 * left.shape[0] * hidden * 4 * hidden / (time.perf_counter() - started)
+    return runs * 2 * rows * hidden * 4 * hidden / (time.perf_counter() - started)
 
 
 def matmul_parameters(encoder: torch.nn.Module) -> int:
     """Parameters that take part in a matmul per token: every Linear layer's weight (not embeddings)."""
     return sum(module.weight.numel() for module in encoder.modules() if isinstance(module, torch.nn.Linear))
+
+
+def token_count(tokenizer, texts: list[str], max_length: int) -> int:
+    """Tokens in `texts` once each is truncated to `max_length`."""
+    return sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
 
 
 def _timed(score) -> tuple[np.ndarray, tuple[float, float]]:
@@ -148,10 +159,9 @@ def main() -> None:
     )
     print(f"max abs score difference: {difference:.2e}")
 
-    tokenize = ours.tokenizer
-    all_tokens = sum(len(ids) for ids in tokenize(instructions + responses, truncation=True, max_length=args.max_length)["input_ids"])
+    all_tokens = token_count(ours.tokenizer, instructions + responses, args.max_length)
     distinct = list(dict.fromkeys(instructions)) + list(dict.fromkeys(responses))
-    distinct_tokens = sum(len(ids) for ids in tokenize(distinct, truncation=True, max_length=args.max_length)["input_ids"])
+    distinct_tokens = token_count(ours.tokenizer, distinct, args.max_length)
     parameters = matmul_parameters(ours.encoder)
     rate = matmul_flops_per_second(ours.config.hidden_dim)
     floor_all = 2 * parameters * all_tokens / rate
