@@ -96,7 +96,7 @@ def test_finetune_writes_adapter_merged_model_and_summary(finetuned):
     assert (output / "merged" / "config.json").is_file()
     assert summary["steps"] == result.steps == 3
     assert len(summary["losses"]) == 3 and summary["settings"]["lora_r"] == 8
-    assert not list(output.parent.glob("*.tmp-*"))
+    assert not list(output.parent.glob(".*.tmp"))
 
 
 def test_lora_targets_every_projection_layer(finetuned):
@@ -122,7 +122,7 @@ def test_merged_model_differs_from_the_base_model(finetuned, tiny_llama_dir):
 def test_refuses_to_overwrite_a_non_empty_output(finetuned, tiny_llama_dir):
     _, output = finetuned
     records = [conversation(0, ("user", "a"), ("assistant", "b"))]
-    with pytest.raises(OptionError, match="not empty"):
+    with pytest.raises(OptionError, match="already exists"):
         finetune(records, str(tiny_llama_dir), output, FinetuneSettings(max_steps=1))
 
 

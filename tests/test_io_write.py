@@ -166,15 +166,14 @@ def test_streamed_write_from_a_path_takes_input_numbers_and_aligned_scores(tmp_p
         dict(rows[4], s=0.9), dict(rows[1], s=0.1)]
 
 
-def test_the_input_is_never_overwritten_without_overwrite(tmp_path):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_input_is_never_overwritten_even_with_overwrite(tmp_path, overwrite):
     source = tmp_path / "in.json"
     source.write_text(json.dumps(ROWS))
     data = read_dataset(source)
     with pytest.raises(OptionError, match="is the input"):
-        write_selection(data, [0], source)
+        write_selection(data, [0], source, overwrite=overwrite)
     assert json.loads(source.read_text()) == ROWS
-    write_selection(data, [0], source, overwrite=True)
-    assert json.loads(source.read_text()) == [ROWS[0]]
 
 
 def test_an_existing_output_is_kept_without_overwrite(tmp_path):

@@ -12,7 +12,6 @@ from sftselect.errors import OptionError
 from sftselect.jobs import embed_file, score_file
 from sftselect.models.embedders import read_embeddings
 from sftselect.scorers.deita import read_scores
-from sftselect.scorers.registry import create_embedder
 
 ROWS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue."},
@@ -46,8 +45,10 @@ def test_score_job_refuses_vllm_on_the_ray_engine_before_reading(tmp_path):
 
 
 def test_embed_job_writes_one_vector_per_record_and_counts_cut_conversations(tmp_path, alpaca_file, tiny_llama_dir):
-    embedder = create_embedder("lm", str(tiny_llama_dir), device="cpu", max_length=8)
-    report = embed_file(alpaca_file, str(tmp_path / "emb.parquet"), embedder, LocalEngine())
+    report = embed_file(
+        alpaca_file, str(tmp_path / "emb.parquet"), LocalEngine(),
+        embedder="lm", model=str(tiny_llama_dir), embedder_options={"device": "cpu", "max_length": 8},
+    )
     ids, vectors = read_embeddings(tmp_path / "emb.parquet")
     assert (report.records, report.dimensions, report.truncated) == (3, 32, 3)
     assert len(ids) == 3 and vectors.shape == (3, 32)

@@ -63,7 +63,7 @@ def test_from_human_data_to_a_trained_ranker_through_a_local_server(tmp_path, ti
         triples[0].responses["human"] = "UNRATEABLE"
         from sftselect.training.triples import write_triples
 
-        write_triples(triples, tmp_path / "triples.jsonl")
+        write_triples(triples, tmp_path / "triples.jsonl", overwrite=True)
         judged = runner.invoke(app, ["ranker", "judge", str(tmp_path / "triples.jsonl"), "-o", str(tmp_path / "judged.jsonl"), *llm])
         assert judged.exit_code == 0, judged.output
         requests_made = len(server.requests)

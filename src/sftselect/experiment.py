@@ -21,7 +21,7 @@ import numpy as np
 
 from sftselect import __version__
 from sftselect.errors import OptionError
-from sftselect.io.atomic import atomic_path
+from sftselect.io.atomic import FolderKind, atomic_path
 
 PACKAGED_MODELS = {"packaged:smollm2": "smollm2_path"}
 FINETUNE_KEYS = {
@@ -241,6 +241,25 @@ class ExperimentOutcome:
     skipped: list[str]
 
 
+# What an experiment writes into OUTPUT_DIR (and its temporary files while it runs).
+EXPERIMENT_FOLDER = FolderKind(
+    "an experiment folder (steps.json, scores/, selections/, models/, results/, results.*)",
+    required=(),
+    allowed=("steps.json", "scores", "selections", "models", "results", "results.csv", "results.md", "results.png", ".*.tmp"),
+)
+
+
+def check_output_folder(folder: Path) -> None:
+    """OUTPUT_DIR must be new, empty or an experiment's own (which a rerun resumes): nothing else in it is touched."""
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{folder}: output_dir names a file, not a folder")
+    unknown = EXPERIMENT_FOLDER.unknown_entries(folder) if folder.is_dir() else []
+    if unknown:
+        raise OptionError(
+            f"{folder} is not an experiment folder ({', '.join(unknown[:3])}); choose a new or empty output_dir"
+        )
+
+
 def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     """Run (or resume) every step of the experiment and write results.csv, results.md and results.png."""
     from sftselect.io import read_dataset
@@ -252,6 +271,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
 
         require_sandbox(config.unsafe_no_sandbox)  # before hours of fine-tuning, not after
     folder = config.output_dir
+    check_output_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     steps = StepLog(folder)
     data = read_dataset(config.data, format=config.data_format)

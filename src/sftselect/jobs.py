@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from sftselect.errors import OptionError
 from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
+from sftselect.scorers.registry import DEFAULT_EMBEDDER, create_embedder
 
 # The kinds of per-pair score each deita scorer writes.
 SCORE_KINDS = {"deita-complexity": ("complexity",), "deita-quality": ("quality",), "deita": ("complexity", "quality")}
@@ -52,6 +53,7 @@ def score_file(
     file in `reuse` holds for every record is taken from it and its model is not loaded. `engine` is a
     LocalEngine or RayEngine, which reads the source and runs the models, through its cache if it has one.
     """
+    from sftselect.io.atomic import check_outputs
     from sftselect.scorers import deita
 
     kinds = SCORE_KINDS.get(scorer)
@@ -59,6 +61,7 @@ def score_file(
         raise OptionError(f"unknown scorer {scorer!r}; choose {', '.join(SCORE_KINDS)}")
     if engine.name == "ray" and backend == "vllm":
         raise OptionError("the ray engine runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: choose one of them")
+    check_outputs([output], [source, *reuse], overwrite)
     data = engine.read(source, **(read_options or {}))
     ids = [record.id for record in data.records]
     known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
@@ -79,20 +82,29 @@ def score_file(
 def embed_file(
     source: Any,
     output: str,
-    embedder: Any,
     engine: Any,
     *,
+    embedder: str = DEFAULT_EMBEDDER,
+    model: str | None = None,
+    embedder_options: Mapping[str, Any] | None = None,
     read_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> EmbedReport:
-    """Embed every record of SOURCE and write the vectors beside the record ids to OUTPUT (`write_embeddings`)."""
-    from sftselect.models.embedders import write_embeddings
+    """Embed every record of SOURCE and write the vectors beside the record ids to OUTPUT (`write_embeddings`).
 
+    `embedder` is a registered embedder kind ("sentence", "lm"), loading `model` with `embedder_options`,
+    once the outputs are known to be writable.
+    """
+    from sftselect.io.atomic import check_outputs
+    from sftselect.models.embedders import embedding_outputs, write_embeddings
+
+    check_outputs(embedding_outputs(output), [source], overwrite)
+    encoder = create_embedder(embedder, model, **(embedder_options or {}))
     data = engine.read(source, **(read_options or {}))
     if engine.name == "local" and engine.cache is None:
-        vectors, truncated = embedder.embed_with_report(data.records)
+        vectors, truncated = encoder.embed_with_report(data.records)
     else:
         # Through the cache or Ray only the records computed now could report truncation.
-        vectors, truncated = engine.embed(data.records, embedder), 0
-    write_embeddings(output, [record.id for record in data.records], vectors, identity=embedder.identity, overwrite=overwrite)
+        vectors, truncated = engine.embed(data.records, encoder), 0
+    write_embeddings(output, [record.id for record in data.records], vectors, identity=encoder.identity, overwrite=overwrite)
     return EmbedReport(records=len(data.records), dimensions=int(vectors.shape[1]), truncated=truncated)

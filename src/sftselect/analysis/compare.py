@@ -10,6 +10,7 @@ from sftselect.analysis.analyze import Analysis, analyze
 from sftselect.analysis.lm import ResponseLosses
 from sftselect.analysis.report import write_html, write_json
 from sftselect.errors import OptionError
+from sftselect.io.atomic import Output, check_outputs
 
 # deita's method is its scores plus its diversity filter; the others select by score alone.
 DEFAULT_DIVERSITY = {"deita": 0.9}
@@ -50,6 +51,19 @@ def selection_name(method: str, source: str | Path) -> str:
     return method + "".join(suffixes)
 
 
+def comparison_outputs(methods: Sequence[str], out_dir: str | Path, source: str | Path, on_error: str = "raise") -> list[Output]:
+    """Everything `compare_methods` writes into out_dir (or out_dir itself, when it is still to be made), to check first."""
+    from sftselect.io.write import data_outputs
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{out}: with --compare, -o names a folder for one selection per method")
+    if not out.exists():
+        return [Output(out)]
+    selections = [output for method in methods for output in data_outputs(out / selection_name(method, source), source, on_error)]
+    return [*selections, Output(out / "analysis.json"), Output(out / "analysis.html")]
+
+
 def compare_methods(
     data: Any,
     methods: Sequence[str],
@@ -77,9 +91,8 @@ def compare_methods(
     from sftselect.pipeline import run_selection
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"{out}: with --compare, -o names a folder for one selection per method")
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs(comparison_outputs(methods, out, data.path or ""), [data.path], overwrite)
+    out.mkdir(exist_ok=True)
     models = models or {}
     selections: dict[str, Any] = {}
     written: dict[str, Path] = {}
@@ -96,6 +109,6 @@ def compare_methods(
         written[method] = dest
     chosen = {method: [data.records[i] for i in selection.indices] for method, selection in selections.items()}
     analysis = analyze(data.records, chosen, lm=lm, use_lm=use_lm, cache=cache, pool_name=data.name)
-    json_path = write_json(analysis, out / "analysis.json")
-    html_path = write_html(analysis, out / "analysis.html", title="sftselect: selections by method")
+    json_path = write_json(analysis, out / "analysis.json", overwrite=overwrite)
+    html_path = write_html(analysis, out / "analysis.html", title="sftselect: selections by method", overwrite=overwrite)
     return Comparison(selections, written, analysis, json_path, html_path)

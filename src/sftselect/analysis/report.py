@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from sftselect.analysis.analyze import Analysis, Group
-from sftselect.io.atomic import atomic_text
+from sftselect.io.atomic import atomic_text, check_destination
+from sftselect.io.write import write_json_file
 
 COLORS = ("#444444", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 BINS = 30
@@ -45,18 +45,15 @@ def summary_table(analysis: Analysis) -> Any:
     return table
 
 
-def write_json(analysis: Analysis, dest: str | Path) -> Path:
-    """Write the summary as JSON (atomically) and return the path."""
-    dest = Path(dest)
-    with atomic_text(dest) as handle:
-        json.dump(analysis.to_json(), handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    return dest
+def write_json(analysis: Analysis, dest: str | Path, overwrite: bool = False) -> Path:
+    """Write the summary as JSON (atomically; an existing file only with overwrite) and return the path."""
+    return write_json_file(analysis.to_json(), dest, overwrite)
 
 
-def write_html(analysis: Analysis, dest: str | Path, title: str = "sftselect style analysis") -> Path:
-    """Write the HTML report (atomically) and return the path."""
+def write_html(analysis: Analysis, dest: str | Path, title: str = "sftselect style analysis", overwrite: bool = False) -> Path:
+    """Write the HTML report (atomically; an existing file only with overwrite) and return the path."""
     dest = Path(dest)
+    check_destination(dest, None, overwrite)
     with atomic_text(dest) as handle:
         handle.write(render_html(analysis, title))
     return dest

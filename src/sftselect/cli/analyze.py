@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import CACHE_PATH_HELP, FieldOption, FormatOption, OnErrorOption, read_arguments
+from sftselect.cli.options import CACHE_PATH_HELP, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
 from sftselect.cli.output import console
 
 
@@ -37,13 +37,21 @@ def analyze_command(
     format: FormatOption = None,
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Compare style metrics (length, lexical diversity, layout, LM perplexity...) of a pool and its selections or groups."""
+    from pathlib import Path
+
     from sftselect.analysis.analyze import analyze_files
     from sftselect.analysis.lm import ResponseLosses
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import skipped_path
 
+    report = json_out or html_out
+    side_file = skipped_path(Path(report)) if report and on_error == "skip" else None
+    check_outputs([json_out, html_out, side_file], [source, *(selected or [])], overwrite)
     losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
     analysis = analyze_files(
         source, selected or [], read_options=read_arguments(format, fields, on_error), group_by=group_by, lm=losses,
@@ -51,11 +59,11 @@ def analyze_command(
     )
     Console().print(summary_table(analysis))
     if json_out:
-        console.print(f"wrote {write_json(analysis, json_out)}", highlight=False)
+        console.print(f"wrote {write_json(analysis, json_out, overwrite=overwrite)}", highlight=False)
     if html_out:
-        console.print(f"wrote {write_html(analysis, html_out)}", highlight=False)
+        console.print(f"wrote {write_html(analysis, html_out, overwrite=overwrite)}", highlight=False)
     if analysis.skipped:
-        _report_skipped(analysis.skipped, json_out or html_out)
+        _report_skipped(analysis.skipped, report)
 
 
 def _report_skipped(skipped: list, report: Optional[str]) -> None:

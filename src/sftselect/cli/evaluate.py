@@ -6,21 +6,11 @@ from typing import List, Optional
 
 import typer
 
-from sftselect.cli.options import UNSAFE_NO_SANDBOX_HELP
+from sftselect.cli.options import UNSAFE_NO_SANDBOX_HELP, OverwriteOption
 from sftselect.cli.output import console
 
 app = typer.Typer(help="Evaluate a model: HumanEval pass@k, or pairwise win rate judged by an LLM.", no_args_is_help=True)
 EVAL_MODEL_HELP = "Model to evaluate: a model folder, a `finetune` output folder (its merged model, else its adapter) or a hub id."
-
-
-def _write_json_result(path: str, content: dict) -> None:
-    import json
-    from pathlib import Path
-
-    from sftselect.io.atomic import atomic_path
-
-    with atomic_path(Path(path)) as temporary:
-        temporary.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @app.command("humaneval")
@@ -41,11 +31,15 @@ def eval_humaneval(
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write pass@k and every sample's code and outcome here (JSON)."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """HumanEval pass@k: generated code runs in a bubblewrap sandbox (no network, no files but its own, no caller's environment; time and memory limits)."""
     from sftselect.evaluation.evaluate import HumanEvalSettings, evaluate_model
     from sftselect.evaluation.sandbox import require_sandbox
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import write_json_file
 
+    check_outputs([output], [], overwrite)
     if require_sandbox(unsafe_no_sandbox) is None:
         console.print("[bold red]warning:[/] running generated code WITHOUT a sandbox (--unsafe-no-sandbox)", highlight=False)
     settings = HumanEvalSettings(
@@ -55,7 +49,7 @@ def eval_humaneval(
     )
     result = evaluate_model(model, humaneval=settings).humaneval
     if output:
-        _write_json_result(output, {"model": model, **result.as_dict()})
+        write_json_file({"model": model, **result.as_dict()}, output, overwrite)
     for at, value in result.pass_at.items():
         print(f"pass@{at}\t{value:.4f}\t({result.tasks} tasks, {result.samples_per_task} samples each, {result.prompt_style} prompts)")
 
@@ -73,17 +67,21 @@ def eval_judge(
     concurrency: int = typer.Option(8, "--concurrency", help="Judge requests in flight at once."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not keep or reuse the judge's replies (default: cached, so a rerun costs nothing)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the win rate and every question's verdicts here (JSON)."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Pairwise win rate against a reference model's answers, each question judged in both orders."""
     from sftselect.evaluation.evaluate import JudgeSettings, evaluate_model
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import write_json_file
 
+    check_outputs([output], [questions, reference], overwrite)
     settings = JudgeSettings(
         questions=questions, base_url=judge_base_url, model=judge_model, reference=reference, limit=limit,
         max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, cache=not no_cache,
     )
     result = evaluate_model(model, judge=settings).judge
     if output:
-        _write_json_result(output, {"model": model, "judge": judge_model, **result.as_dict()})
+        write_json_file({"model": model, "judge": judge_model, **result.as_dict()}, output, overwrite)
     print(
         f"win rate\t{result.win_rate:.4f}\t(wins {result.wins}, ties {result.ties}, losses {result.losses}; "
         f"{result.position_inconsistent} position-inconsistent, {result.unjudged} unjudged)"

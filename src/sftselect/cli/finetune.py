@@ -41,7 +41,10 @@ def finetune_command(
 ) -> None:
     """Fine-tune a model on DATA with LoRA (TRL's SFTTrainer); loss on assistant turns only. bf16 on a GPU, fp32 on CPU."""
     from sftselect.io import read_dataset
-    from sftselect.training.finetune import FinetuneSettings, finetune
+    from sftselect.io.atomic import check_outputs
+    from sftselect.training.finetune import FinetuneSettings, finetune, finetune_output
+
+    check_outputs([finetune_output(output)], [source, model], overwrite)
 
     data = read_dataset(source, **read_arguments(format, fields, on_error))
     settings = FinetuneSettings(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, List, Optional
 
 import typer
 from typing_extensions import Annotated
-
-from sftselect.errors import OptionError
 
 FORMAT_NAMES = (
     "alpaca", "sharegpt", "messages", "prompt_completion", "query_response",
@@ -43,7 +40,11 @@ OnErrorOption = Annotated[
 ]
 OverwriteOption = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace OUT if it exists, even when it is the input itself."),
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing output, only when it is an earlier output of the same kind (a file, or a folder "
+        "holding nothing but what sftselect writes there). An input is never replaced.",
+    ),
 ]
 WithScoresOption = Annotated[
     bool,
@@ -68,8 +69,3 @@ def read_arguments(format: Optional[str], fields: Optional[List[str]], on_error:
 
     return {"format": format, "field_map": parse_field_map(fields), "on_error": on_error}
 
-
-def refuse_input_as_output(source: str, output: str) -> None:
-    """Refuse to write OUTPUT over SOURCE, which would lose the input."""
-    if os.path.exists(output) and os.path.samefile(source, output):
-        raise OptionError(f"{output} is the input file: write the result to another file (-o)")

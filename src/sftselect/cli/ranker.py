@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sftselect.cli.options import refuse_input_as_output
+from sftselect.cli.options import OverwriteOption
 from sftselect.cli.output import console
 
 app = typer.Typer(
@@ -61,12 +61,14 @@ def ranker_synth(
     no_cache: LlmNoCache = False,
     data_format: Optional[str] = typer.Option(None, "--format", help="Force the input format (default: detected)."),
     device: LlmDevice = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Ask an LLM for a referenced (rewritten) and a direct response to each human-answered instruction."""
+    from sftselect.io.atomic import check_outputs
     from sftselect.training.synth import SynthPrompts, human_examples, read_prompt, synthesize
     from sftselect.training.triples import write_triples
 
-    refuse_input_as_output(human_data, output)
+    check_outputs([output], [human_data, referenced_prompt, direct_prompt], overwrite)
     prompts = SynthPrompts(
         referenced=read_prompt(referenced_prompt) if referenced_prompt else SynthPrompts.referenced,
         direct=read_prompt(direct_prompt) if direct_prompt else SynthPrompts.direct,
@@ -74,7 +76,7 @@ def ranker_synth(
     examples = human_examples(human_data, data_format)
     backend = _llm_backend(model, base_url, local_model, concurrency, retries, timeout, cache_path, no_cache, device)
     triples, summary = synthesize(examples, backend, prompts, temperature, max_tokens)
-    write_triples(triples, output)
+    write_triples(triples, output, overwrite=overwrite)
     console.print(
         f"wrote {summary.triples} triples to {output}; missing: {summary.missing_referenced} referenced, "
         f"{summary.missing_direct} direct; {summary.from_cache} replies from the cache"
@@ -102,13 +104,15 @@ def ranker_judge(
     cache_path: LlmCachePath = None,
     no_cache: LlmNoCache = False,
     device: LlmDevice = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Rate every response 0-9 for helpfulness and correctness; unreadable replies are recorded as missing."""
+    from sftselect.io.atomic import check_outputs
     from sftselect.training.judge import judge
     from sftselect.training.synth import read_prompt
     from sftselect.training.triples import read_triples, write_triples
 
-    refuse_input_as_output(triples, output)
+    check_outputs([output], [triples, helpfulness_prompt, correctness_prompt], overwrite)
     prompts = {}
     if helpfulness_prompt:
         prompts["helpfulness"] = read_prompt(helpfulness_prompt)
@@ -117,7 +121,7 @@ def ranker_judge(
     data = read_triples(triples)
     backend = _llm_backend(model, base_url, local_model, concurrency, retries, timeout, cache_path, no_cache, device)
     scored, summary = judge(data, backend, prompts, temperature, max_tokens)
-    write_triples(scored, output)
+    write_triples(scored, output, overwrite=overwrite)
     missing = ", ".join(f"{label} {count}" for label, count in sorted(summary.missing.items())) or "none"
     console.print(f"wrote {len(scored)} scored triples to {output}; {summary.ratings} ratings, missing: {missing}")
 
@@ -177,6 +181,7 @@ def ranker_train(
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share of instructions held out for the test figures."),
     seed: int = typer.Option(42, "--seed", help="Seed of the split, the shuffling and the heads' initialisation."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)."),
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a style ranker on triples; keeps the epoch with the best validation pairwise accuracy."""
     from sftselect.training.quality import QualityConstraint
@@ -198,7 +203,7 @@ def ranker_train(
     )
     quality = QualityConstraint(constraint, quality_min, quality_max, min_difference)
     report = train_from_triples(
-        triples, output, encoder, config, quality, linear_dim, val_fraction, test_fraction, device
+        triples, output, encoder, config, quality, linear_dim, val_fraction, test_fraction, device, overwrite=overwrite
     )
     for epoch in report["epochs"]:
         loss = epoch["train_loss"]

@@ -15,7 +15,6 @@ from sftselect.cli.options import (
     OnErrorOption,
     OverwriteOption,
     read_arguments,
-    refuse_input_as_output,
 )
 from sftselect.cli.output import console
 from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
@@ -61,7 +60,6 @@ def score_command(
     from sftselect.engine.ray_engine import get_engine
     from sftselect.jobs import score_file
 
-    refuse_input_as_output(source, output)
     report = score_file(
         source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
         scorer=scorer, models={"complexity": complexity_model or model, "quality": quality_model or model},
@@ -100,13 +98,11 @@ def embed_command(
     from sftselect.engine.cache import open_cache
     from sftselect.engine.ray_engine import get_engine
     from sftselect.jobs import embed_file
-    from sftselect.scorers.registry import create_embedder
 
     lm_options = {"dtype": dtype, "max_length": max_length} if embedder == "lm" else {}
-    encoder = create_embedder(embedder, model, device=device, batch_size=batch_size, **lm_options)
-    refuse_input_as_output(source, output)
     report = embed_file(
-        source, output, encoder, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
+        source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
+        embedder=embedder, model=model, embedder_options={"device": device, "batch_size": batch_size, **lm_options},
         read_options=read_arguments(format, fields, on_error), overwrite=overwrite,
     )
     console.print(f"embedded {report.records} records into {report.dimensions} dimensions; wrote {output}", highlight=False, soft_wrap=True)

@@ -100,6 +100,8 @@ def select_command(
     from sftselect.engine.ray_engine import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import data_outputs
     from sftselect.pipeline import SelectionSummary, budget_selector, load_embeddings, load_scores, run_selection
 
     baseline_options = {
@@ -107,7 +109,7 @@ def select_command(
         "judge_model": judge_model, "base_url": base_url, "turn_aggregate": turn_aggregate,
     }
     if compare is not None:
-        from sftselect.analysis.compare import compare_methods, parse_methods
+        from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
         from sftselect.analysis.lm import ResponseLosses
         from sftselect.analysis.report import summary_table
 
@@ -115,6 +117,7 @@ def select_command(
             raise OptionError("--compare writes one selection per method into a folder: name it with -o FOLDER")
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
+        check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
         data = read_dataset(source, **read_arguments(format, fields, on_error))
         comparison = compare_methods(
             data, methods, output, keep=keep, top=top, min_score=min_score, models={"scar": ranker},
@@ -130,6 +133,8 @@ def select_command(
     if output is None and indices_out is None:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
+    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out]
+    check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
     if method == "deita" and diversity is None:
         diversity = 0.9
     summary = SelectionSummary()

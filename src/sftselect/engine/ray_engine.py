@@ -11,7 +11,6 @@ import json
 import math
 import pickle
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from sftselect.engine.cache import (
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError, SftselectError
 from sftselect.io.blocks import check_same_file, open_jsonl_blocks, read_jsonl_block, splits_into_blocks
+from sftselect.io.atomic import temporary_beside
 from sftselect.io.dataset import Dataset, read_dataset
 from sftselect.io.write import plan_selection, write_jsonl_part, write_selection
 from sftselect.records import Record, Turn
@@ -257,7 +257,7 @@ class RayEngine:
         ray = self._ray()
         parts = plan.jsonl_parts(self.write_part_size)
         layout = plan.picked.layout
-        folder = Path(tempfile.mkdtemp(prefix=f".{plan.dest.name}.parts-", dir=plan.dest.parent))
+        folder = temporary_beside(plan.dest, folder=True)
         try:
             dataset = ray.data.from_items(
                 [{"part": number, "payload": pickle.dumps(part)} for number, part in enumerate(parts)],

@@ -7,10 +7,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 from sftselect.engine.progress import progress
 from sftselect.errors import DataError, OptionError
-from sftselect.io.atomic import check_destination
+from sftselect.io.atomic import check_outputs
 from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import Format, RecordProblem
-from sftselect.io.write import dest_container, skipped_path, write_rows, write_skipped
+from sftselect.io.write import data_outputs, dest_container, skipped_path, write_rows, write_skipped
 from sftselect.records import Record
 
 TARGETS = ("sharegpt", "alpaca", "messages")
@@ -105,9 +105,7 @@ def convert_source(
         raise OptionError(f"cannot convert to {target!r}; choose one of {', '.join(TARGETS)}")
     dest = Path(dest)
     source_path = Path(source) if isinstance(source, (str, Path)) else None
-    check_destination(dest, source_path, overwrite)
-    if on_error == "skip":
-        check_destination(skipped_path(dest), source_path, overwrite)
+    check_outputs(data_outputs(dest, source_path, on_error), [source_path], overwrite)
     stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
     unconvertible: list[Skipped] = []
 

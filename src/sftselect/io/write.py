@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sftselect.errors import DataError, OptionError
-from sftselect.io.atomic import atomic_path, atomic_text, check_destination
+from sftselect.io.atomic import SAVED_DATASET, Output, atomic_path, atomic_text, check_destination
 from sftselect.io.containers import (
     BOM,
     EXTENSIONS,
@@ -62,6 +62,17 @@ def skipped_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".skipped.jsonl")
 
 
+def data_outputs(dest: str | Path, source: str | Path | None, on_error: str = "raise") -> list[Output]:
+    """What writing records of `source` to `dest` may create: the output itself and, under on_error='skip', the skipped records."""
+    dest = Path(dest)
+    source_container = "hf_disk" if source is not None and Path(source).is_dir() else "jsonl"
+    folder = SAVED_DATASET if dest_container(dest, source_container) == "hf_disk" else None
+    outputs = [Output(dest, folder)]
+    if on_error == "skip":
+        outputs.append(Output(skipped_path(dest)))
+    return outputs
+
+
 def write_selection(
     data: Dataset | str | Path,
     indices: Sequence[int],
@@ -102,11 +113,12 @@ def plan_selection(
         picked.score_columns = _score_columns(scores, len(data.records), positions)
         skipped = data.skipped
         source_path = data.path
-    check_destination(dest, source_path, overwrite)
+    target = dest_container(dest, picked.container)
+    check_destination(dest, source_path, overwrite, SAVED_DATASET if target == "hf_disk" else None)
     if skipped:
         check_destination(skipped_path(dest), source_path, overwrite)
     _check_score_names(picked)
-    return SelectionWrite(picked, dest, dest_container(dest, picked.container), skipped)
+    return SelectionWrite(picked, dest, target, skipped)
 
 
 @dataclass
@@ -200,6 +212,16 @@ def write_indices(indices: Sequence[int], dest: str | Path, overwrite: bool = Fa
             handle.write(json.dumps(values) + "\n")
         else:
             handle.writelines(f"{value}\n" for value in values)
+    return dest
+
+
+def write_json_file(content: Any, dest: str | Path, overwrite: bool = False) -> Path:
+    """Write a JSON document (indented, UTF-8), atomically; an existing file is replaced only with overwrite."""
+    dest = Path(dest)
+    check_destination(dest, None, overwrite)
+    with atomic_text(dest) as handle:
+        json.dump(content, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
     return dest
 
 

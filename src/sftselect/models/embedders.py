@@ -221,6 +221,12 @@ def ids_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".ids.json")
 
 
+def embedding_outputs(path: str | Path) -> list[Path]:
+    """The files `write_embeddings` writes for `path`: the `.parquet`, or the `.npy` and its `.ids.json`."""
+    path = Path(path)
+    return [path, ids_path(path)] if path.suffix == ".npy" else [path]
+
+
 def write_embeddings(
     path: str | Path,
     ids: Sequence[str],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from torch import nn
 
 from sftselect.engine.cache import file_digest
 from sftselect.errors import ModelLoadError, OptionError
+from sftselect.io.atomic import temporary_beside
 
 MODEL_TYPE = "style_ranker"
 CONFIG_FILE = "config.json"
@@ -276,7 +276,7 @@ class StyleRanker(nn.Module):
 
         destination = Path(folder)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+        staging = temporary_beside(destination, folder=True)
         whole_encoder = include_encoder is True
         prefixes = () if isinstance(include_encoder, bool) else tuple(include_encoder)
         try:

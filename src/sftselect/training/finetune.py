@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 
 from sftselect.engine.progress import progress
 from sftselect.errors import DataError, ModelLoadError, OptionError
+from sftselect.io.atomic import FolderKind, Output, check_destination, replace_folder, temporary_beside
 from sftselect.records import Record
 
 IGNORE_INDEX = -100
@@ -207,6 +208,18 @@ def _trainer_config(**options: Any) -> Any:
         raise OptionError(f"bad fine-tuning setting: {error}") from error
 
 
+FINETUNE_FOLDER = FolderKind(
+    "a folder written by `finetune` (finetune.json, adapter/, merged/)",
+    required=("finetune.json",),
+    allowed=("finetune.json", "adapter", "merged"),
+)
+
+
+def finetune_output(folder: str | os.PathLike) -> Output:
+    """The folder `finetune` writes, for checking before training."""
+    return Output(Path(folder), FINETUNE_FOLDER)
+
+
 def finetune(
     records: Sequence[Record],
     model_name_or_path: str,
@@ -224,8 +237,7 @@ def finetune(
     from trl import SFTTrainer
 
     output = Path(output_dir)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise OptionError(f"{output} exists and is not empty; pass --overwrite to replace it")
+    check_destination(output, None, overwrite, FINETUNE_FOLDER)
     if not records:
         raise OptionError("no records to fine-tune on")
     started = time.perf_counter()
@@ -236,8 +248,7 @@ def finetune(
     if not examples:
         raise OptionError(f"none of the {len(records)} records has an assistant turn within --max-length")
 
-    staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = temporary_beside(output, folder=True)
     try:
         config = _trainer_config(
             output_dir=str(staging / "trainer"),
@@ -305,9 +316,7 @@ def finetune(
         # An interrupted or failed run leaves nothing behind; OUTPUT_DIR was never touched.
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
+    replace_folder(staging, output)
     return FinetuneResult(
         output_dir=output,
         adapter_dir=output / "adapter",

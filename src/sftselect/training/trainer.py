@@ -23,6 +23,7 @@ from torch import nn
 
 from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.io.atomic import FolderKind, Output, check_outputs
 from sftselect.models.scar import StyleRanker
 from sftselect.training.quality import QualityConstraint, mean_quality
 from sftselect.training.triples import Triple
@@ -338,6 +339,15 @@ def train_ranker(
 
 
 REPORT_FILE = "training_report.json"
+# What `save_trained_ranker` writes: the official checkpoint files, the tokenizer's and the report.
+RANKER_FOLDER = FolderKind(
+    "a ranker folder written by `ranker train` (config.json, weights, tokenizer files, training_report.json)",
+    required=("config.json",),
+    allowed=(
+        "config.json", "model.safetensors", "pytorch_model.bin", REPORT_FILE, "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
+    ),
+)
 
 
 def write_report(folder: str | os.PathLike, report: dict[str, Any]) -> Path:
@@ -368,10 +378,15 @@ def train_from_triples(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Read a triples file, train a fresh ranker over `encoder`, save it with its report; returns the report."""
+    """Read a triples file, train a fresh ranker over `encoder`, save it with its report; returns the report.
+
+    An existing `output` is replaced only with overwrite, and only when it holds a ranker this wrote.
+    """
     from sftselect.training.triples import read_triples
 
+    check_outputs([Output(Path(output), RANKER_FOLDER)], [triples_path, encoder], overwrite)
     triples = read_triples(triples_path)
     rows = rows_from_triples(triples, constraint)
     train_rows, val_rows, test_rows = split_by_instruction(rows, val_fraction, test_fraction, seed=config.seed)

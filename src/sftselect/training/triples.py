@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from sftselect.errors import DataError
+from sftselect.io.atomic import atomic_text, check_destination
 
 KINDS = ("human", "referenced", "direct")
 
@@ -83,17 +83,11 @@ def _triple(content: Any, source: str, line: int) -> Triple:
     return Triple(str(content.get("id", line - 1)), instruction, responses, scores)
 
 
-def write_triples(triples: Iterable[Triple], path: str | os.PathLike) -> Path:
-    """Write triples as JSONL atomically (a temporary file in the same folder, then a rename)."""
+def write_triples(triples: Iterable[Triple], path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write triples as JSONL atomically; an existing file is replaced only with overwrite."""
     destination = Path(path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for triple in triples:
-                out.write(json.dumps(triple.to_json(), ensure_ascii=False) + "\n")
-        os.replace(staging, destination)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    check_destination(destination, None, overwrite)
+    with atomic_text(destination) as out:
+        for triple in triples:
+            out.write(json.dumps(triple.to_json(), ensure_ascii=False) + "\n")
     return destination
