@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sftselect.models.deita import DeitaScorerModel, expected_score, quality_prompt
+from sftselect.models.deita import QUALITY_TEMPLATE, DeitaScorerModel, expected_score
 from sftselect.models.packaged import smollm2_path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alpaca_eval"
@@ -42,7 +42,7 @@ def reference_scores(scorer: DeitaScorerModel, instructions: list[str], response
     tokenizer = scorer.tokenizer
     scores = []
     for instruction, response in zip(instructions, responses):
-        ids = [tokenizer.bos_token_id, *tokenizer.encode(quality_prompt(instruction, response), add_special_tokens=False)]
+        ids = [tokenizer.bos_token_id, *tokenizer.encode(QUALITY_TEMPLATE.format(instruction=instruction, output=response), add_special_tokens=False)]
         input_ids = torch.tensor([ids], device=scorer.model.device)
         out = scorer.model.generate(
             input_ids,
@@ -73,7 +73,7 @@ def main() -> None:
     scorer = DeitaScorerModel.from_pretrained(
         smollm2_path(), device="cpu", batch_size=args.batch_size, token_budget=args.token_budget, max_length=args.max_length
     )
-    lengths = [len(scorer.fit("{a}", {"a": quality_prompt(i, r)})[0]) for i, r in zip(instructions, responses)]
+    lengths = [len(scorer.fit("{a}", {"a": QUALITY_TEMPLATE.format(instruction=i, output=r)})[0]) for i, r in zip(instructions, responses)]
     print(f"model: SmolLM2-135M-Instruct (float32, CPU, {torch.get_num_threads()} threads)")
     print(f"prompts: {args.n} quality prompts, tokens mean {np.mean(lengths):.0f}, max {max(lengths)}")
 

@@ -30,9 +30,10 @@ import time
 import numpy as np
 import torch  # noqa: F401  imported before timing: the filter's first call would otherwise pay for it
 
-from sftselect.engine.progress import set_quiet
+from sftselect.progress import set_quiet
+from sftselect.selectors.base import SelectionContext
 from sftselect.selectors.diversity import DiversityFilter, normalize_embeddings
-from sftselect.selectors.ranking import order_by_score
+from sftselect.selectors.ranking import TopK, order_by_score
 
 
 def make_data(n: int, dim: int, duplicate_share: float, seed: int, clusters: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +111,10 @@ def sampled_reference_rate(
 def timed_blocked(selector: DiversityFilter, scores: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, int, float]:
     """The blocked filter's kept indices, how many candidates it examined, and seconds taken."""
     started = time.perf_counter()
-    kept = selector.select(scores, embeddings)
+    kept = selector.select(scores, SelectionContext(embeddings=embeddings))
     seconds = time.perf_counter() - started
     order = order_by_score(scores)
-    budget_reached = selector.budget is not None and len(kept) >= selector.budget
+    budget_reached = selector.within is not None and len(kept) >= selector.within.k
     examined = int(np.flatnonzero(order == kept[-1])[0]) + 1 if budget_reached else len(order)
     return kept, examined, seconds
 
@@ -138,7 +139,8 @@ def main() -> None:
     scores, embeddings = make_data(args.n, args.dim, args.duplicate_share, args.seed, args.clusters)
     print(f"N={args.n} d={args.dim} budget={args.budget} threshold={args.threshold} "
           f"duplicate_share={args.duplicate_share} clusters={args.clusters} block_size={args.block_size}")
-    selector = DiversityFilter(args.threshold, args.budget, args.block_size, args.device)
+    within = TopK(args.budget) if args.budget is not None else None
+    selector = DiversityFilter(args.threshold, within, args.block_size, args.device)
     kept, examined, fast_seconds = timed_blocked(selector, scores, embeddings)
     fast_rate = examined / fast_seconds
     print(f"blocked, whole run: kept {len(kept)} of {examined} examined in {fast_seconds:.2f}s, {fast_rate:,.0f} candidates/s")

@@ -389,7 +389,8 @@ def ray_engine(run: Run, log: PartLog) -> None:
         raise Skip("Ray is not installed (pip install 'sftselect[ray]')")
     import ray
 
-    from sftselect.engine.ray_engine import LocalEngine, RayEngine
+    from sftselect.engine.local import LocalEngine
+    from sftselect.engine.ray_engine import RayEngine
     from sftselect.io import read_dataset
     from sftselect.pipeline import run_selection
 
@@ -469,7 +470,7 @@ def _child(part: Part, run: Run, connection: Any, log_path: Path) -> None:
     with log_path.open("w") as log_file:
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
-    from sftselect.engine.progress import set_quiet
+    from sftselect.progress import set_quiet
 
     set_quiet(True)
     try:

@@ -117,6 +117,7 @@ def run_step(step: str, size: int, path: Path) -> dict:
 
     from sftselect.io import read_dataset
     from sftselect.selectors.dedup import ExactDedup, NearDedup
+    from sftselect.selectors.base import SelectionContext
     from sftselect.selectors.diversity import DiversityFilter
     from sftselect.selectors.ranking import TopK
 
@@ -129,7 +130,8 @@ def run_step(step: str, size: int, path: Path) -> dict:
     elif step == "near_dedup":
         result = len(NearDedup().keep(records))
     elif step == "diversity":
-        result = len(DiversityFilter(threshold=0.9, budget=max(1, size // 100)).select(scores, embeddings))
+        within = TopK(max(1, size // 100))
+        result = len(DiversityFilter(threshold=0.9, within=within).select(scores, SelectionContext(embeddings=embeddings)))
     else:
         result = len(TopK(max(1, size // 10)).select(scores))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
@@ -162,7 +164,7 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("STEP", "SIZE", "PATH"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
-        from sftselect.engine.progress import set_quiet
+        from sftselect.progress import set_quiet
 
         set_quiet(True)
         step, size, path = arguments.worker

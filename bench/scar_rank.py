@@ -101,7 +101,7 @@ def main() -> None:
     from style_ranker.ranker.model import StyleRanker as OfficialRanker
     from transformers import AutoTokenizer
 
-    from sftselect.engine.progress import set_quiet
+    from sftselect.progress import set_quiet
     from sftselect.models.packaged import minilm_path
     from sftselect.models.scar import StyleRanker
 

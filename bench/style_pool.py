@@ -31,7 +31,8 @@ HUMAN_SOURCES = {
 
 def first_pairs(path: Path) -> list[tuple[str, str]]:
     """The first (instruction, response) pair of every record with a non-empty response."""
-    return [(record.instruction, record.response) for record in read_dataset(path).records if record.response.strip()]
+    pairs = [record.pairs()[0] for record in read_dataset(path).records if record.pairs()]
+    return [(instruction, response) for instruction, response in pairs if response.strip()]
 
 
 def build_pool(data: Path, human_each: int, llm_each: int, seed: int) -> list[dict[str, str]]:

@@ -1,26 +1,26 @@
-"""Train the bundled default ranker (all-MiniLM-L6-v2, top two layers fine-tuned, with SCAR's heads) from ../shared/data.
+"""Train and validate the bundled default ranker (a linear model over linguistic-form features) from ../shared/data.
 
-Human responses (LIMA, OASST volunteer replies, the SCAR human set) are ranked below LLM
-responses (the AlpacaEval generators, the Alpaca sets, the code sets, the SCAR GPT-3.5 set).
-The data hold few instructions answered by both a human and an LLM, so each training batch
-ranks every LLM response in it above every human response in it, whatever their instructions.
-Every instruction falls in one split (80/10/10 by a hash of its text), so the test figures are
-on instructions never seen in training.
+Training and validation use instruction-matched pairs only: two responses to the same
+instruction, the LLM's ranked above the human's (SCAR's margin ranking, as a logistic
+regression on the difference of the two responses' standardised features).
 
-Only the encoder's top layers (--train-top-layers, two by default, and the pooler) train, with
-the heads: the texts go through the frozen layers below once (cached in --lower-states), and
-each epoch runs only the top layers. The checkpoint keeps just those weights and the heads, in
-float16, and takes the rest of the encoder from the packaged all-MiniLM-L6-v2, which keeps it
-under 10 MB.
+- LLM answers to the human-answered instructions of LIMA, OASST and the SCAR human set come from
+  the offline SmolLM2-135M-Instruct (`bench/synth_ranker_answers.py`, the data step; --generate runs
+  it first, and it resumes where it stopped). Answers that loop are dropped (quality constraint).
+- The SCAR GPT-3.5 mix answers 88 of the SCAR human set's instructions: a second generator.
+- AlpacaEval's generators on the same 805 instructions give LLM-over-LLM pairs of known strength
+  order. Their instructions are split in two by a hash: --quality-pairs trains on one half's
+  stronger-over-weaker pairs, the other half is only ever a held-out check.
 
-    python bench/train_default_ranker.py --data ../shared/data -o src/sftselect/data/rankers/scar-minilm-l6
+Validation holds out whole human sources: train on the pairs of the other sources, rank the
+held-out source's pairs, and beside each figure rank the same pairs by length alone and by a
+code/not-code rule. The L2 penalty is chosen inside the training sources (leave one out) only.
 
-prints the held-out figures and writes the checkpoint with its training_report.json.
+    python bench/train_default_ranker.py --data ../shared/data --answers bench/out/ranker_answers.jsonl \\
+        --generate -o src/sftselect/data/rankers/scar-style-features
 
-    python bench/train_default_ranker.py --evaluate src/sftselect/data/rankers/scar-minilm-l6 --alpaca-eval-per-generator 120
-
-ranks the test split (or --split val) of another draw of the data with a saved checkpoint, which
-compares checkpoints trained on different draws on the same held-out instructions.
+rebuilds the answers, prints every figure, and writes the ranker with its training_report.json.
+--surprisal adds SmolLM2 loss features (cached in --lm-cache) to the leave-sources-out comparison.
 """
 
 from __future__ import annotations
@@ -28,384 +28,320 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-ALPACA_PER_FILE = 250
-CODE_PER_FILE = 150
-SCAR_GPT35_SAMPLE = 500
-
-
-@dataclass(frozen=True)
-class Example:
-    """One (instruction, response) pair, who wrote the response, and where it came from."""
-
-    source: str
-    instruction: str
-    response: str
-    human: bool
-
-
-def _alpaca_instruction(item: dict) -> str:
-    extra = (item.get("input") or "").strip()
-    return item["instruction"] + ("\n" + extra if extra else "")
-
-
-def _sample(items: list, count: int, seed: str) -> list:
-    if len(items) <= count:
-        return items
-    return random.Random(seed).sample(items, count)
-
-
-def _oasst_replies(path: Path) -> list[Example]:
-    """Volunteer-written assistant replies (not synthetic, not deleted), each with the message it answers."""
-    examples = []
-
-    def walk(message: dict, parent: dict | None) -> None:
-        if (
-            message["role"] == "assistant"
-            and parent is not None
-            and not message.get("synthetic")
-            and not message.get("deleted")
-        ):
-            examples.append(Example("oasst", parent["text"], message["text"], True))
-        for reply in message.get("replies", []):
-            walk(reply, message)
-
-    for line in path.read_text().splitlines():
-        if line.strip():
-            walk(json.loads(line)["prompt"], None)
-    return examples
-
-
-def _sharegpt(path: Path, source: str, human: bool) -> list[Example]:
-    examples = []
-    for item in json.loads(path.read_text()):
-        turns = item["conversations"]
-        for asked, answered in zip(turns[::2], turns[1::2]):
-            examples.append(Example(source, asked["value"], answered["value"], human))
-    return examples
-
-
-def load_examples(data: Path, per_generator: int) -> list[Example]:
-    """The human and (sampled) LLM responses of ../shared/data, `per_generator` from each AlpacaEval generator."""
-    examples = [
-        Example("lima", _alpaca_instruction(item), item["output"], True)
-        for item in json.loads((data / "lima/lima_llamafactory.json").read_text())
-    ]
-    examples += _oasst_replies(data / "oasst/oasst_en_100_tree.jsonl")
-    scar_human = _sharegpt(data / "sharegpt/scar_open_human_id_selection_1000.json", "scar_human", True)
-    examples += scar_human
-    for path in sorted((data / "alpaca_eval").glob("*.model_outputs.json")):
-        generator = path.name.removesuffix(".model_outputs.json")
-        items = _sample(json.loads(path.read_text()), per_generator, generator)
-        examples += [Example(f"alpaca_eval/{generator}", item["instruction"], item["output"], False) for item in items]
-    for name in ("stanford_alpaca_pr152_alpaca_5000.json", "llamafactory_alpaca_en_demo.json"):
-        items = _sample(json.loads((data / "alpaca" / name).read_text()), ALPACA_PER_FILE, name)
-        examples += [Example(f"alpaca/{name}", _alpaca_instruction(item), item["output"], False) for item in items]
-    for name in (
-        "code_alpaca_2k.json",
-        "new_codealpaca.json",
-        "evol-codealpaca-2k-1.json",
-        "evol-codealpaca-2k-2.json",
-        "evol_teacher_converted_alpaca_2k.json",
-    ):
-        items = _sample(json.loads((data / "code" / name).read_text()), CODE_PER_FILE, name)
-        examples += [Example(f"code/{name}", _alpaca_instruction(item), item["output"], False) for item in items]
-    gpt35 = _sharegpt(data / "sharegpt/scar_open_mix_gpt35_id_selection_1000.json", "scar_gpt35", False)
-    shared = {example.instruction for example in scar_human}
-    # Every GPT-3.5 answer to an instruction a human also answered is kept: those are the
-    # only same-instruction pairs in the data.
-    paired = [example for example in gpt35 if example.instruction in shared]
-    others = [example for example in gpt35 if example.instruction not in shared]
-    examples += paired + _sample(others, SCAR_GPT35_SAMPLE - len(paired), "scar_gpt35")
-    return [example for example in examples if example.instruction.strip() and example.response.strip()]
-
-
-def split_of(instruction: str) -> str:
-    """train / val / test, 80/10/10, by a hash of the instruction text."""
-    bucket = int(hashlib.sha256(instruction.strip().encode()).hexdigest(), 16) % 10
-    return "train" if bucket < 8 else "val" if bucket == 8 else "test"
-
-
-@dataclass
-class Texts:
-    """The distinct texts of the examples, and where each example's instruction and response sit among them."""
-
-    texts: list[str]
-    instruction_rows: np.ndarray
-    response_rows: np.ndarray
-
-    @classmethod
-    def of(cls, examples: list[Example]) -> Texts:
-        rows: dict[str, int] = {}
-        instruction_rows = [rows.setdefault(e.instruction, len(rows)) for e in examples]
-        response_rows = [rows.setdefault(e.response, len(rows)) for e in examples]
-        return cls(list(rows), np.array(instruction_rows), np.array(response_rows))
-
-
-def lower_states(ranker, texts: Texts, path: Path, args: argparse.Namespace):
-    """States entering the trainable layers for every text, read from `path` when it holds them."""
-    from sftselect.training.features import encoder_fingerprint
-    from sftselect.training.top_layers import LowerStates, encode_lower_states
-
-    key = "\x00".join([encoder_fingerprint(ranker), str(args.train_top_layers), str(args.max_length), *texts.texts])
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()
-    states = LowerStates.load(path, fingerprint)
-    if states is None:
-        states = encode_lower_states(ranker, texts.texts, args.train_top_layers, args.max_length, args.batch_size)
-        states.save(path, fingerprint)
-    return states
-
-
-class PairScorer:
-    """Scores examples from lower-layer states through the trainable top layers and the heads."""
-
-    MICRO_BATCH = 16
-
-    def __init__(self, ranker, states, texts: Texts, trainable: int):
-        from sftselect.training.top_layers import TopEncoder
-
-        self.ranker, self.states, self.texts = ranker, states, texts
-        self.top = TopEncoder(ranker, trainable)
-
-    def encode(self, rows: np.ndarray):
-        """Sentence vectors and forms of text rows, run in length-sorted micro-batches to spare padding."""
-        import torch
-
-        unique = np.unique(rows)
-        order = unique[np.argsort(self.states.lengths()[unique], kind="stable")]
-        sentences, forms = [], []
-        for start in range(0, len(order), self.MICRO_BATCH):
-            hidden, mask = self.states.batch(order[start : start + self.MICRO_BATCH].tolist(), self.ranker.device)
-            sentence, form = self.top(hidden, mask)
-            sentences.append(sentence)
-            forms.append(form)
-        position = {int(row): index for index, row in enumerate(order)}
-        picks = torch.tensor([position[int(row)] for row in rows])
-        return torch.cat(sentences)[picks], torch.cat(forms)[picks]
-
-    def scores(self, examples: np.ndarray):
-        """Scores of examples (indices into the example list)."""
-        instruction_vectors, _ = self.encode(self.texts.instruction_rows[examples])
-        response_vectors, response_forms = self.encode(self.texts.response_rows[examples])
-        return self.ranker.heads(instruction_vectors, response_vectors, response_forms)[0]
-
-    def evaluate(self, examples: np.ndarray, human: np.ndarray, batch_size: int = 64) -> float:
-        """Share of (LLM, human) pairs among the examples where the LLM response scores higher."""
-        import torch
-
-        self.ranker.eval()
-        with torch.inference_mode():
-            scores = np.concatenate(
-                [self.scores(examples[start : start + batch_size]).numpy() for start in range(0, len(examples), batch_size)]
-            )
-        return _auc(scores[~human[examples]], scores[human[examples]])
-
-
-def train(scorer: PairScorer, human: np.ndarray, train_examples: np.ndarray, val_examples: np.ndarray, args):
-    """Margin ranking of every LLM response above every human response in each batch; the best epoch by validation."""
-    import copy
-
-    import torch
-
-    from sftselect.engine.progress import progress
-
-    ranker = scorer.ranker
-    torch.manual_seed(args.seed)
-    generator = np.random.default_rng(args.seed)
-    machines, humans = train_examples[~human[train_examples]], train_examples[human[train_examples]]
-    per_side = args.batch_size_train // 2
-    steps_per_epoch = max(len(machines), len(humans)) // per_side
-    heads = [*ranker.relation_network.parameters(), *ranker.output_layer.parameters()]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": list(scorer.top.parameters()), "lr": args.encoder_learning_rate},
-            {"params": heads, "lr": args.learning_rate},
-        ],
-        weight_decay=0.01,
-    )
-    total = steps_per_epoch * args.epochs
-    warmup = max(1, int(0.1 * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-    )
-    trained = [*scorer.top.parameters(), *heads]
-    best_accuracy, best_state, best_epoch, history = -1.0, None, 0, []
-    for epoch in range(1, args.epochs + 1):
-        ranker.train()
-        machine_order = np.resize(generator.permutation(machines), steps_per_epoch * per_side)
-        human_order = np.resize(generator.permutation(humans), steps_per_epoch * per_side)
-        losses = []
-        with progress(f"epoch {epoch}", total=steps_per_epoch, unit="steps") as bar:
-            for step in range(steps_per_epoch):
-                batch = slice(step * per_side, (step + 1) * per_side)
-                scores = scorer.scores(np.concatenate([machine_order[batch], human_order[batch]]))
-                better, worse = scores[:per_side, None], scores[None, per_side:]
-                loss = torch.clamp(args.margin - (better - worse), min=0).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trained, 1.0)
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.advance(1)
-        accuracy = scorer.evaluate(val_examples, human)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": accuracy})
-        print(f"epoch {epoch}: loss {np.mean(losses):.4f}, val pairwise accuracy {accuracy:.4f}", flush=True)
-        if accuracy > best_accuracy:
-            best_accuracy, best_state, best_epoch = accuracy, copy.deepcopy(ranker.state_dict()), epoch
-    ranker.load_state_dict(best_state)
-    ranker.eval()
-    return history, best_epoch
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("-o", "--output", type=Path, help="checkpoint folder to write")
-    target.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="train nothing: rank --split of these data with a saved checkpoint")
-    parser.add_argument("--lower-states", type=Path, default=Path("bench/out/minilm_lower_states.npz"), help="cache of the frozen layers' output")
-    parser.add_argument("--max-length", type=int, default=512, help="token truncation, as at scoring time")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size through the frozen layers")
-    parser.add_argument("--train-top-layers", type=int, default=2, help="encoder layers to fine-tune, from the top")
-    parser.add_argument("--alpaca-eval-per-generator", type=int, default=240, help="responses sampled from each AlpacaEval generator")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
-    parser.add_argument("--batch-size-train", type=int, default=32, help="examples per step, half LLM and half human")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate of the heads")
-    parser.add_argument("--encoder-learning-rate", type=float, default=5e-5, help="AdamW learning rate of the top layers")
-    parser.add_argument("--margin", type=float, default=0.5, help="margin of the ranking loss")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
-    parser.add_argument("--linear-dim", type=int, default=384, help="width of the heads' hidden layer")
-    parser.add_argument("--dry-run", action="store_true", help="train and print the figures, write nothing")
-    parser.add_argument("--split", choices=("val", "test"), default="test", help="the split --evaluate ranks")
-    args = parser.parse_args()
-    if args.evaluate is not None:
-        examples = [e for e in load_examples(args.data, args.alpaca_eval_per_generator) if split_of(e.instruction) == args.split]
-        result = evaluate_checkpoint(args.evaluate, examples)
-        print(json.dumps(result, indent=2))
-        print(f"{args.split} pairwise accuracy (LLM above human): {result['pairwise_accuracy']:.4f}")
-        return
-
-    import torch
-
-    from sftselect.models.scar import StyleRanker
-    from sftselect.training.top_layers import top_layer_prefixes
-
-    started = time.perf_counter()
-    examples = load_examples(args.data, args.alpaca_eval_per_generator)
-    print(f"examples: {len(examples)} ({sum(e.human for e in examples)} human, {sum(not e.human for e in examples)} LLM)")
-    torch.manual_seed(args.seed)
-    ranker = StyleRanker.from_encoder(ENCODER, linear_dim=args.linear_dim, device="cpu")
-    texts = Texts.of(examples)
-    states = lower_states(ranker, texts, args.lower_states, args)
-    print(f"{len(texts.texts)} distinct texts, {int(states.offsets[-1]):,} tokens; encoded by {time.perf_counter() - started:.0f} s")
-
-    human = np.array([e.human for e in examples])
-    split = np.array([split_of(e.instruction) for e in examples])
-    indices = np.arange(len(examples))
-    scorer = PairScorer(ranker, states, texts, args.train_top_layers)
-    history, best_epoch = train(scorer, human, indices[split == "train"], indices[split == "val"], args)
-    print(f"kept epoch {best_epoch}; trained by {time.perf_counter() - started:.0f} s")
-    if args.dry_run:
-        return
-    summary = {
-        "recipe": RECIPE.format(layers=args.train_top_layers, linear_dim=args.linear_dim),
-        "command": "python bench/train_default_ranker.py " + " ".join(sys.argv[1:]),
-        "arguments": {key: str(value) for key, value in vars(args).items()},
-        "epochs": history,
-        "best_epoch": best_epoch,
-        "data": {
-            name: {
-                "human": int(human[split == name].sum()),
-                "llm": int((~human[split == name]).sum()),
-                "by_source": _by_source([e for e, part in zip(examples, split) if part == name]),
-            }
-            for name in ("train", "val", "test")
-        },
-    }
-    ranker.save_pretrained(
-        args.output,
-        include_encoder=top_layer_prefixes(ranker, args.train_top_layers),
-        dtype=torch.float16,
-        safetensors_only=True,
-    )
-    held_out = evaluate_checkpoint(args.output, [e for e, part in zip(examples, split) if part == "test"])
-    summary["held_out"] = held_out
-    save_report(args.output, summary)
-    print(json.dumps(held_out, indent=2))
-    print(f"held-out pairwise accuracy (LLM above human, test instructions): {held_out['pairwise_accuracy']:.4f}")
-    print(f"total time {time.perf_counter() - started:.0f} s")
-
-
-RECIPE = (
-    "all-MiniLM-L6-v2 with its top {layers} layer(s) and pooler fine-tuned (the other layers come from the "
-    "packaged encoder) and SCAR's heads (linear_dim {linear_dim}), stored in float16; margin ranking loss "
-    "(margin 0.5) ranking every LLM response of a batch above every human response of it; AdamW, 10% warm-up "
-    "then linear decay, gradient clipping 1.0; split 80/10/10 by instruction; epoch kept by validation "
-    "pairwise accuracy."
+from sftselect.io.atomic import atomic_path
+from sftselect.records import Record, Turn
+from sftselect.models.style_features import FORM_FEATURES, form_features
+from sftselect.training.style_ranker import (
+    MatchedPair,
+    alpaca_eval_pairs,
+    code_rule_accuracy,
+    fit_style_ranker,
+    length_rule_accuracy,
+    oasst_top_replies,
+    ranker_accuracy,
+    scar_gpt35_pairs,
+    synth_answer_pairs,
 )
 
-
-def _by_source(examples: list[Example]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for example in examples:
-        counts[example.source] = counts.get(example.source, 0) + 1
-    return counts
-
-
-def _auc(better: np.ndarray, worse: np.ndarray) -> float:
-    """Share of (better, worse) pairs where the first scores higher (ties count half)."""
-    combined = np.concatenate([better, worse])
-    ranks = combined.argsort().argsort().astype(np.float64) + 1
-    # Average ranks of ties, so that a tie counts one half.
-    _, inverse, counts = np.unique(combined, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]
-    rank_sum = ranks[: len(better)].sum()
-    return float((rank_sum - len(better) * (len(better) + 1) / 2) / (len(better) * len(worse)))
+HUMAN_SOURCES = ("lima", "oasst", "scar_human")
+L2_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
+# AlpacaEval generators in their known strength order (leaderboard win rates), strongest first.
+STRENGTH_ORDER = ("gpt4_1106_preview", "gpt4", "claude", "Meta-Llama-3-8B-Instruct", "text_davinci_003", "alpaca-7b")
+QUALITY_TRAINING = (("gpt4_1106_preview", "alpaca-7b"), ("claude", "text_davinci_003"))
+SURPRISAL_FEATURES = ("lm_loss_given_instruction", "lm_loss_alone", "lm_instruction_gain", "lm_ifd")
 
 
-def evaluate_checkpoint(folder: Path, examples: list[Example]) -> dict:
-    """Loads the saved checkpoint as users do and ranks held-out LLM responses against human ones."""
-    from sftselect.models.scar import StyleRanker
+class Texts:
+    """Every distinct response text with its feature row, so each text is measured once."""
 
-    ranker = StyleRanker.from_pretrained(folder, device="cpu")
-    scores = ranker.score_pairs([e.instruction for e in examples], [e.response for e in examples], batch_size=32)
-    human = np.array([e.human for e in examples])
-    result = {
-        "instructions": len({e.instruction for e in examples}),
-        "human_responses": int(human.sum()),
-        "llm_responses": int((~human).sum()),
-        "pairwise_accuracy": _auc(scores[~human], scores[human]),
-        "by_human_source": {},
-        "by_llm_source": {},
-    }
-    for source in sorted({e.source for e in examples}):
-        mask = np.array([e.source == source for e in examples])
-        if human[mask].all():
-            result["by_human_source"][source] = _auc(scores[~human], scores[mask])
-        else:
-            result["by_llm_source"][source] = _auc(scores[mask], scores[human])
-    same = {e.instruction: s for e, s in zip(examples, scores) if e.human}
-    matched = [(s, same[e.instruction]) for e, s in zip(examples, scores) if not e.human and e.instruction in same]
-    result["same_instruction_pairs"] = len(matched)
-    result["same_instruction_accuracy"] = float(np.mean([m > h for m, h in matched])) if matched else None
+    def __init__(self, pairs: list[MatchedPair], surprisal: dict[tuple[str, str], np.ndarray] | None):
+        keys = list(dict.fromkeys((pair.instruction, text) for pair in pairs for text in (pair.better, pair.worse)))
+        self.row = {key: index for index, key in enumerate(keys)}
+        self.names = list(FORM_FEATURES)
+        self.matrix = form_features([text for _, text in keys])
+        if surprisal is not None:
+            self.names += list(SURPRISAL_FEATURES)
+            self.matrix = np.hstack([self.matrix, np.stack([surprisal[key] for key in keys])])
+
+    def matrices(self, pairs: list[MatchedPair], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        columns = [self.names.index(name) for name in names]
+        better = [self.row[(pair.instruction, pair.better)] for pair in pairs]
+        worse = [self.row[(pair.instruction, pair.worse)] for pair in pairs]
+        return self.matrix[better][:, columns], self.matrix[worse][:, columns]
+
+
+def surprisal_features(pairs: list[MatchedPair], cache_path: Path) -> dict[tuple[str, str], np.ndarray]:
+    """SmolLM2 mean token losses of each response (first 64 tokens) given its instruction and alone, cached on disk."""
+    from sftselect.models.response_losses import CONDITIONAL, TOKENS, UNCONDITIONAL, ResponseLosses
+
+    keys = list(dict.fromkeys((pair.instruction, text) for pair in pairs for text in (pair.better, pair.worse)))
+    cached: dict[str, list[float]] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    missing = [key for key in keys if json.dumps(key) not in cached]
+    if missing:
+        lm = ResponseLosses(max_response_tokens=64, max_instruction_tokens=128, batch_tokens=4096)
+        for start in range(0, len(missing), 128):
+            chunk = missing[start : start + 128]
+            for key, losses in zip(chunk, lm.pair_losses(chunk)):
+                cached[json.dumps(key)] = [float(value) for value in losses]
+            with atomic_path(cache_path) as staging:
+                staging.write_text(json.dumps(cached))
+    result = {}
+    for key in keys:
+        summed = np.array(cached[json.dumps(key)])
+        tokens = max(summed[TOKENS], 1.0)
+        given, alone = summed[CONDITIONAL] / tokens, summed[UNCONDITIONAL] / tokens
+        result[key] = np.array([given, alone, alone - given, given / max(alone, 1e-6)])
     return result
 
 
-def save_report(folder: Path, summary: dict) -> None:
-    from sftselect.training.trainer import write_report
+def in_check_half(instruction: str) -> bool:
+    """AlpacaEval instructions split in two by a hash: one half may train (--quality-pairs), the other only checks."""
+    return int(hashlib.sha256(instruction.strip().encode("utf-8")).hexdigest(), 16) % 2 == 1
 
-    write_report(folder, summary)
+
+def train(texts: Texts, pairs: list[MatchedPair], names: list[str], l2: float | None = None, details: dict | None = None):
+    """The ranker fit on `pairs`, each (source, generator) group weighing the same; L2 chosen inside them unless given."""
+    l2 = choose_l2(texts, pairs, names) if l2 is None else l2
+    groups = [f"{pair.source} / {pair.generator}" for pair in pairs]
+    return fit_style_ranker(*texts.matrices(pairs, names), names, l2, groups=groups, details={**(details or {}), "l2": l2})
+
+
+def choose_l2(texts: Texts, training: list[MatchedPair], names: list[str]) -> float:
+    """The L2 penalty with the best mean accuracy when each training source is held out from the others in turn."""
+    sources = sorted({pair.source for pair in training if pair.source in HUMAN_SOURCES})
+    if len(sources) < 2:
+        return 1.0
+    scores = []
+    for l2 in L2_GRID:
+        accuracies = []
+        for held in sources:
+            fit = [pair for pair in training if pair.source != held]
+            test = [pair for pair in training if pair.source == held]
+            ranker = train(texts, fit, names, l2)
+            accuracies.append(ranker_accuracy(ranker, *texts.matrices(test, names)))
+        scores.append(float(np.mean(accuracies)))
+    return L2_GRID[int(np.argmax(scores))]
+
+
+def evaluation_rows(texts: Texts, groups: dict[str, list[MatchedPair]], ranker, names: list[str]) -> list[dict]:
+    rows = []
+    for name, pairs in groups.items():
+        if pairs:
+            rows.append({
+                "pairs": name,
+                "count": len(pairs),
+                "ranker": round(ranker_accuracy(ranker, *texts.matrices(pairs, names)), 3),
+                "length_rule": round(length_rule_accuracy(pairs), 3),
+                "code_rule": round(code_rule_accuracy(pairs), 3),
+            })
+    return rows
+
+
+def leave_sources_out(texts: Texts, synth: list[MatchedPair], gpt35: list[MatchedPair], quality: list[MatchedPair],
+                      checks: dict[str, list[MatchedPair]], names: list[str]) -> list[dict]:
+    """Per held-out human source: the ranker trained without it, on its SmolLM2 (and GPT-3.5) pairs and on AlpacaEval."""
+    results = []
+    for held in HUMAN_SOURCES:
+        training = [pair for pair in synth + gpt35 if pair.source != held] + quality
+        ranker = train(texts, training, names)
+        groups = {f"{held} / smollm2": [pair for pair in synth if pair.source == held]}
+        if held == "scar_human":
+            groups[f"{held} / gpt-3.5 mix"] = gpt35
+        groups.update(checks)
+        results.append({"held_out": held, "l2": ranker.details["l2"], "training_pairs": len(training), "rows": evaluation_rows(texts, groups, ranker, names)})
+    return results
+
+
+def alpaca_eval_checks(data: Path, limit: int | None) -> dict[str, list[MatchedPair]]:
+    """AlpacaEval pairs of a stronger over a weaker generator (the first `limit` of each), not used in training."""
+    folder = data / "alpaca_eval"
+    checks = {}
+    for stronger, weaker in (("gpt4", "alpaca-7b"), ("gpt4_1106_preview", "text_davinci_003"), ("Meta-Llama-3-8B-Instruct", "alpaca-7b")):
+        pairs = [pair for pair in alpaca_eval_pairs(folder, stronger, weaker) if in_check_half(pair.instruction)]
+        checks[f"alpaca_eval / {stronger} over {weaker}"] = pairs[:limit]
+    return checks
+
+
+def _records(texts: list[str], instructions: list[str]) -> list[Record]:
+    return [
+        Record(str(index), (Turn("user", instruction), Turn("assistant", text)), {"instruction": instruction, "output": text}, index)
+        for index, (instruction, text) in enumerate(zip(instructions, texts))
+    ]
+
+
+def spread_check(ranker, records: list[Record], keep: float) -> dict:
+    """TTR and MTLD standard deviation of the pool and of the ranker's top `keep` share."""
+    from sftselect.analysis.analyze import analyze
+
+    scores = ranker.score_texts([record.response for record in records])
+    top = np.argsort(-scores, kind="stable")[: max(1, int(round(keep * len(records))))]
+    summary = analyze(records, {"top": [records[index] for index in top]}, use_lm=False).summary()
+    stats = {row["name"]: row["metrics"] for row in summary}
+    return {
+        "records": len(records),
+        **{f"{group}_{metric}_std": round(stats[group][metric]["std"], 3) for group in ("pool", "top") for metric in ("ttr", "mtld")},
+    }
+
+
+def mixed_pools(texts: Texts, synth, gpt35, quality, checks, data: Path, names: list[str]) -> list[dict]:
+    """Per held-out source, its human and LLM answers to the same instructions, ranked by the ranker trained without it."""
+    results = []
+    for held in HUMAN_SOURCES:
+        training = [pair for pair in synth + gpt35 if pair.source != held] + quality
+        ranker = train(texts, training, names)
+        held_pairs = [pair for pair in synth + gpt35 if pair.source == held]
+        answers = dict.fromkeys((pair.instruction, text) for pair in held_pairs for text in (pair.worse, pair.better))
+        records = _records([text for _, text in answers], [instruction for instruction, _ in answers])
+        results.append({"pool": f"{held}: human + {'SmolLM2 + GPT-3.5' if held == 'scar_human' else 'SmolLM2'}", **spread_check(ranker, records, 0.25)})
+    ranker = train(texts, synth + gpt35 + quality, names)
+    pool = []
+    for generator in STRENGTH_ORDER:
+        items = json.loads((data / "alpaca_eval" / f"{generator}.model_outputs.json").read_text(encoding="utf-8"))
+        items = [item for item in items if in_check_half(item["instruction"])][:200]
+        pool += [(item["instruction"], item["output"]) for item in items if item["output"].strip()]
+    records = _records([text for _, text in pool], [instruction for instruction, _ in pool])
+    results.append({"pool": f"alpaca_eval: {len(STRENGTH_ORDER)} generators x 200 check-half instructions", **spread_check(ranker, records, 0.25)})
+    return results
+
+
+def alpaca_selection(ranker, path: Path) -> dict:
+    """Top 10% of the Alpaca 5000 file: share of responses of 5 words or fewer and median length, beside the pool's."""
+    from sftselect.text_metrics import words
+    from sftselect.io import read_dataset
+    from sftselect.scorers.style_ranker import StyleFeatureScorer
+
+    records = read_dataset(str(path)).records
+    started = time.perf_counter()
+    scores = StyleFeatureScorer(ranker).score(records)
+    seconds = time.perf_counter() - started
+    top = np.argsort(-scores, kind="stable")[: len(records) // 10]
+    lengths = np.array([len(words(record.response)) for record in records])
+    return {
+        "records": len(records),
+        "records_per_second": round(len(records) / seconds, 1),
+        "pool_share_5_words_or_fewer": round(float(np.mean(lengths <= 5)), 3),
+        "top10_share_5_words_or_fewer": round(float(np.mean(lengths[top] <= 5)), 3),
+        "pool_median_words": float(np.median(lengths)),
+        "top10_median_words": float(np.median(lengths[top])),
+        "top10_first": [records[index].response[:60] for index in top[:5]],
+    }
+
+
+def markdown(report: dict) -> str:
+    """The report's figures as the Markdown tables of bench/RESULTS.md."""
+    lines = []
+    for key, results in report.items():
+        if not key.startswith("leave_sources_out"):
+            continue
+        lines += [f"Leave-sources-out, {key.split('(')[1].rstrip(')')} features (pairwise accuracy: LLM answer above the human one, "
+                  "or the stronger generator's above the weaker's):", "",
+                  "| held out (L2, training pairs) | pairs | n | ranker | length rule | code rule |", "|---|---|---|---|---|---|"]
+        for result in results:
+            for row in result["rows"]:
+                lines.append(f"| {result['held_out']} ({result['l2']}, {result['training_pairs']}) | {row['pairs']} | {row['count']} | "
+                             f"**{row['ranker']:.3f}** | {row['length_rule']:.3f} | {row['code_rule']:.3f} |")
+        lines.append("")
+    lines += ["Held-out mixed-style pools, top 25% by the ranker trained without the pool's source:", "",
+              "| pool | records | TTR std pool -> top 25% | MTLD std pool -> top 25% |", "|---|---|---|---|"]
+    for pool in report["mixed_pools"]:
+        lines.append(f"| {pool['pool']} | {pool['records']} | {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f} | "
+                     f"{pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f} |")
+    selection = report["alpaca_5000"]
+    lines += ["", f"Alpaca 5000, top 10% by the final ranker: {selection['top10_share_5_words_or_fewer']:.1%} of responses of 5 words or "
+              f"fewer (pool {selection['pool_share_5_words_or_fewer']:.1%}), median {selection['top10_median_words']:.0f} words "
+              f"(pool {selection['pool_median_words']:.0f})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="The shared data folder.")
+    parser.add_argument("--answers", type=Path, required=True, help="bench/synth_ranker_answers.py's JSONL of SmolLM2 answers.")
+    parser.add_argument("--generate", action="store_true", help="Run (or resume) bench/synth_ranker_answers.py into --answers first.")
+    parser.add_argument("--per-source", type=int, default=None, help="With --generate: at most this many instructions per source.")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="Folder to write the final ranker to (trained on every pair).")
+    parser.add_argument("--quality-pairs", action="store_true", help="Also train on AlpacaEval stronger-over-weaker pairs.")
+    parser.add_argument("--surprisal", action="store_true", help="Compare with SmolLM2 loss features added (slow on a CPU).")
+    parser.add_argument("--lm-cache", type=Path, default=Path("bench/out/ranker_surprisal.json"), help="Where SmolLM2 losses are kept.")
+    parser.add_argument("--check-limit", type=int, default=None, help="At most this many pairs per AlpacaEval check (LM features cost time).")
+    parser.add_argument("--report", type=Path, default=None, help="Write every figure as JSON here too.")
+    args = parser.parse_args(argv)
+
+    if args.generate:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import synth_ranker_answers
+
+        extra = ["--per-source", str(args.per_source)] if args.per_source else []
+        synth_ranker_answers.main(["--data", str(args.data), "-o", str(args.answers), "--max-tokens", "256", *extra])
+
+    synth, dropped = synth_answer_pairs(args.answers, more_human_answers=oasst_top_replies(args.data / "oasst/oasst_en_100_tree.jsonl"))
+    gpt35 = scar_gpt35_pairs(
+        args.data / "sharegpt/scar_open_human_id_selection_1000.json", args.data / "sharegpt/scar_open_mix_gpt35_id_selection_1000.json"
+    )
+    quality = [
+        pair
+        for stronger, weaker in (QUALITY_TRAINING if args.quality_pairs else ())
+        for pair in alpaca_eval_pairs(args.data / "alpaca_eval", stronger, weaker)
+        if not in_check_half(pair.instruction)
+    ]
+    checks = alpaca_eval_checks(args.data, args.check_limit)
+    everything = synth + gpt35 + quality + [pair for pairs in checks.values() for pair in pairs]
+    surprisal = surprisal_features(everything, args.lm_cache) if args.surprisal else None
+    texts = Texts(everything, surprisal)
+    counts = {source: sum(pair.source == source for pair in synth) for source in HUMAN_SOURCES}
+    print(f"SmolLM2 pairs per source: {counts} ({dropped} looping or empty answers dropped); GPT-3.5 pairs: {len(gpt35)}; "
+          f"AlpacaEval training pairs: {len(quality)}")
+
+    report: dict = {"pairs": {"smollm2": counts, "smollm2_dropped": dropped, "gpt35": len(gpt35), "alpaca_eval_training": len(quality)}}
+    variants = {"form": list(FORM_FEATURES)}
+    if surprisal is not None:
+        variants["form + surprisal"] = list(FORM_FEATURES) + list(SURPRISAL_FEATURES)
+    for variant, names in variants.items():
+        report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, checks, names)
+        print(f"\n## leave-sources-out, {variant} features")
+        for result in results:
+            print(f"held out {result['held_out']} (l2 {result['l2']}, {result['training_pairs']} training pairs)")
+            for row in result["rows"]:
+                print(f"  {row['pairs']:48s} n={row['count']:4d}  ranker {row['ranker']:.3f}  length {row['length_rule']:.3f}  code {row['code_rule']:.3f}")
+
+    names = list(FORM_FEATURES)
+    report["mixed_pools"] = pools = mixed_pools(texts, synth, gpt35, quality, checks, args.data, names)
+    print("\n## held-out mixed-style pools, top 25%: TTR and MTLD standard deviation")
+    for pool in pools:
+        print(f"  {pool['pool']:58s} n={pool['records']:4d}  TTR {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f}  "
+              f"MTLD {pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f}")
+
+    training = synth + gpt35 + quality
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
+    ranker = train(texts, training, names, details={
+        "recipe": "logistic regression without intercept on the difference of standardised linguistic-form features of two "
+                  "responses to the same instruction (LLM answer over human answer), each (source, generator) group weighing "
+                  "the same, L2 penalty chosen by leave-one-source-out",
+        "training_pairs": {"smollm2": counts, "gpt35_scar_mix": len(gpt35), "alpaca_eval_quality": len(quality)},
+        "command": command,
+    })
+    l2 = ranker.details["l2"]
+    report["final"] = {"l2": l2, "training_pairs": len(training), "weights": dict(zip(names, np.round(ranker.weights, 4).tolist()))}
+    report["alpaca_5000"] = selection = alpaca_selection(ranker, args.data / "alpaca/stanford_alpaca_pr152_alpaca_5000.json")
+    print(f"\n## final ranker (l2 {l2}, {len(training)} pairs) on Alpaca 5000, top 10%")
+    print(json.dumps(selection, indent=1, ensure_ascii=False))
+    if args.output is not None:
+        ranker.save_pretrained(args.output)
+        with atomic_path(args.output / "training_report.json") as staging:
+            staging.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.output}")
+    if args.report is not None:
+        with atomic_path(args.report) as staging:
+            staging.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print("\n" + markdown(report))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

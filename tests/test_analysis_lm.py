@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sftselect.analysis.lm import CONDITIONAL, TOKENS, UNCONDITIONAL, ResponseLosses, lm_metrics, losses_of
+from sftselect.models.response_losses import CONDITIONAL, TOKENS, UNCONDITIONAL, ResponseLosses, lm_metrics, losses_of
 from sftselect.engine.cache import ScoreCache
 from sftselect.errors import OptionError
 from sftselect.records import Record, Turn

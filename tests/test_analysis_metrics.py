@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sftselect.analysis.metrics import FUNCTION_WORDS, mtld, sentences, text_metrics, type_token_ratio, words
+from sftselect.text_metrics import FUNCTION_WORDS, mtld, sentences, text_metrics, type_token_ratio, words
 
 
 def test_words_are_lowercased_letter_runs_keeping_inner_apostrophes():

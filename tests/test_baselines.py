@@ -5,18 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sftselect.analysis.lm import ResponseLosses, lm_metrics
+from sftselect.models.response_losses import ResponseLosses, lm_metrics
 from sftselect.errors import OptionError
 from sftselect.records import Record, Turn
-from sftselect.scorers.baselines import (
-    BASELINES,
-    IfdScorer,
-    LongestScorer,
-    PerplexityScorer,
-    RandomScorer,
-    SuperfilterScorer,
-    baseline_scorer,
-)
+from sftselect.scorers.baselines import IfdScorer, LongestScorer, PerplexityScorer, RandomScorer, SuperfilterScorer
+from sftselect.scorers.registry import create_scorer
 
 
 def _record(instruction: str, response: str, index: int = 0) -> Record:
@@ -72,8 +65,8 @@ def test_ifd_scores_are_the_loss_ratio_and_missing_at_or_above_one(tiny_lm):
 
 def test_every_local_baseline_scores_one_float_per_record_and_names_itself(tiny_llama_dir):
     # alpagasus asks an LLM endpoint for its ratings; tests/test_baselines_alpagasus.py runs it against one.
-    for name in sorted(set(BASELINES) - {"alpagasus"}):
-        scorer = baseline_scorer(name, lm=str(tiny_llama_dir))
+    for name in ("ifd", "longest", "perplexity", "random", "superfilter"):
+        scorer = create_scorer(name, **({} if name in ("random", "longest") else {"lm": str(tiny_llama_dir)}))
         scores = scorer.score(RECORDS)
         assert scorer.name == name
         assert scores.dtype == np.float64 and scores.shape == (len(RECORDS),)
@@ -81,12 +74,17 @@ def test_every_local_baseline_scores_one_float_per_record_and_names_itself(tiny_
 
 
 def test_superfilter_uses_the_plain_prompt(tiny_llama_dir):
-    scorer = baseline_scorer("superfilter", lm=str(tiny_llama_dir))
+    scorer = create_scorer("superfilter", lm=str(tiny_llama_dir))
     assert isinstance(scorer, SuperfilterScorer)
     assert scorer.identity["lm"]["prompt"] == "plain"
-    assert baseline_scorer("ifd", lm=str(tiny_llama_dir)).identity["lm"]["prompt"] == "chat"
+    assert create_scorer("ifd", lm=str(tiny_llama_dir)).identity["lm"]["prompt"] == "chat"
 
 
 def test_an_unknown_baseline_is_refused():
-    with pytest.raises(OptionError, match="unknown baseline"):
-        baseline_scorer("shortest")
+    with pytest.raises(OptionError, match="unknown method 'shortest'"):
+        create_scorer("shortest")
+
+
+def test_an_option_the_baseline_does_not_take_is_refused_naming_both():
+    with pytest.raises(OptionError, match="the random method takes no option 'perplexity_keep'; its options: seed"):
+        create_scorer("random", perplexity_keep="highest")

@@ -11,7 +11,8 @@ from _chat_server import ChatServer
 from sftselect.engine.cache import ScoreCache
 from sftselect.models.llm import OpenAIChatBackend
 from sftselect.records import Record, Turn
-from sftselect.scorers.baselines import AlpagasusScorer, baseline_scorer, parse_rating
+from sftselect.scorers.baselines import AlpagasusScorer, parse_rating
+from sftselect.scorers.registry import create_scorer
 
 
 def _record(index: int, *pairs: tuple[str, str]) -> Record:
@@ -67,8 +68,8 @@ def test_ratings_come_from_the_reply_cache_on_a_second_run(tmp_path):
     cache = ScoreCache(tmp_path / "llm.sqlite")
     records = [_record(0, ("Q1", "good answer")), _record(1, ("Q2", "fair answer"))]
     with ChatServer(_reply) as server:
-        first = baseline_scorer("alpagasus", judge_model="judge", base_url=server.base_url, llm_cache=cache).score(records)
-        second = baseline_scorer("alpagasus", judge_model="judge", base_url=server.base_url, llm_cache=cache).score(records)
+        first = create_scorer("alpagasus", judge_model="judge", base_url=server.base_url, llm_cache=cache).score(records)
+        second = create_scorer("alpagasus", judge_model="judge", base_url=server.base_url, llm_cache=cache).score(records)
         assert len(server.requests) == 2
     assert first.tolist() == second.tolist() == [5.0, 3.0]
 

@@ -16,17 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from sftselect.engine import cache as cache_module
-from sftselect.engine.cache import (
-    CachedEmbedder,
-    CachedScorer,
-    ScoreCache,
-    folder_digest,
-    identity_namespace,
-    record_key,
-)
+from sftselect import store as store_module
+from sftselect.engine.cache import CachedEmbedder, CachedScorer
 from sftselect.errors import SftselectError
+from sftselect.fingerprints import folder_digest, identity_namespace, record_key
 from sftselect.records import Record, Turn
+from sftselect.store import ScoreCache
 
 
 def make_record(index: int, text: str | None = None) -> Record:
@@ -55,7 +50,7 @@ class LengthScorer:
         if self.fail_after_calls is not None and self.calls > self.fail_after_calls:
             raise RuntimeError("killed")
         self.scored.extend(r.id for r in records)
-        return np.array([len(r.response) + self.offset + r.index * 1e-3 for r in records], dtype=np.float64)
+        return np.array([len(r.turns[-1].text) + self.offset + r.index * 1e-3 for r in records], dtype=np.float64)
 
 
 class CountEmbedder:
@@ -67,7 +62,7 @@ class CountEmbedder:
 
     def embed(self, records):
         self.embedded.extend(r.id for r in records)
-        return np.array([[len(r.response), r.index, 1.0] for r in records], dtype=np.float32)
+        return np.array([[len(r.turns[-1].text), r.index, 1.0] for r in records], dtype=np.float32)
 
 
 @pytest.fixture
@@ -227,8 +222,8 @@ def test_file_digest_is_a_content_hash_memoised_in_the_cache(cache, tmp_path, mo
     weights.write_bytes(b"a" * 1000)
     first = cache.file_digest(weights)
     calls = []
-    real = cache_module._sha256_file
-    monkeypatch.setattr(cache_module, "_sha256_file", lambda path: calls.append(path) or real(path))
+    real = store_module.sha256_file
+    monkeypatch.setattr(store_module, "sha256_file", lambda path: calls.append(path) or real(path))
     assert cache.file_digest(weights) == first and calls == []
     weights.write_bytes(b"b" * 1000)
     os.utime(weights, ns=(time.time_ns(), time.time_ns() + 10**9))

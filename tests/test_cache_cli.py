@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from sftselect.cli import app
 from sftselect.engine.cache import CachedScorer, ScoreCache
-from sftselect.engine.progress import set_quiet
 from sftselect.engine.summary import RunSummary
+from sftselect.progress import set_quiet
 from sftselect.records import Record, Turn
 
 runner = CliRunner()

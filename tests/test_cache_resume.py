@@ -28,7 +28,7 @@ PLUGIN = textwrap.dedent(
 
     import numpy as np
 
-    from sftselect.engine.cache import record_key
+    from sftselect.fingerprints import record_key
 
 
     class ContentHashScorer:

@@ -96,7 +96,7 @@ def test_near_dedup_keeps_what_datasketch_minhash_lsh_keeps():
     records = []
     for index in range(300):
         if records and rng.random() < 0.4:
-            answer = records[rng.randrange(len(records))].response.split()
+            answer = records[rng.randrange(len(records))].pairs()[0][1].split()
             for _ in range(rng.randint(0, 3)):
                 answer[rng.randrange(len(answer))] = rng.choice(words)
             answer = " ".join(answer)
@@ -105,3 +105,17 @@ def test_near_dedup_keeps_what_datasketch_minhash_lsh_keeps():
         records.append(record(index, "Describe it.", answer))
     for threshold in (0.5, 0.8, 0.9):
         assert NearDedup(threshold=threshold).keep(records).tolist() == datasketch_reference(records, threshold)
+
+
+def test_exact_dedup_says_which_earlier_record_a_dropped_one_duplicates():
+    records = [record(0, "Hi there", "Yes"), record(1, "other", "text"), record(2, "hi there", "yes")]
+    drop = ExactDedup().sift(records).drops[2]
+    assert (drop.step, drop.reason, drop.detail) == ("exact-dedup", "exact duplicate", {"of": "0"})
+
+
+def test_near_dedup_says_which_kept_record_a_dropped_one_resembles_and_the_estimated_jaccard():
+    edited = LONG_ANSWER.replace("snow", "hail")
+    records = [record(0, "Explain the water cycle.", LONG_ANSWER), record(1, "Explain the water cycle.", edited)]
+    drop = NearDedup(threshold=0.8).sift(records).drops[1]
+    assert (drop.reason, drop.detail["of"]) == ("near-duplicate", "0")
+    assert 0.8 <= drop.detail["jaccard"] < 1.0

@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from sftselect.errors import DataError, OptionError
+from sftselect.io.results import merge_turns, read_scores, write_scores
 from sftselect.models.deita import (
     COMPLEXITY_TEMPLATE,
     QUALITY_TEMPLATE,
     DeitaScorerModel,
-    complexity_prompt,
     digit_token_ids,
     expected_score,
     expected_score_from_logprobs,
-    quality_prompt,
 )
 from sftselect.records import Record, Turn
 from sftselect.scorers.deita import (
@@ -25,9 +24,6 @@ from sftselect.scorers.deita import (
     DeitaScorer,
     QualityScorer,
     deita_turn_scores,
-    merge_turns,
-    read_scores,
-    write_scores,
 )
 
 INSTRUCTIONS = [
@@ -76,11 +72,11 @@ def reference_score(scorer: DeitaScorerModel, prompt: str) -> float:
 
 
 def test_prompts_are_the_released_training_format():
-    assert complexity_prompt("Q") == (
+    assert COMPLEXITY_TEMPLATE.format(instruction="Q") == (
         "You are a helpful assistant. Please identify the complexity score of the following user query. \n"
         "##Query: Q  \n##Complexity: "
     )
-    assert quality_prompt("Q", "A") == (
+    assert QUALITY_TEMPLATE.format(instruction="Q", output="A") == (
         "You are a helpful assistant. Please identify the quality score of the Response corresponding to the "
         "Question. \n #Question#:\nQ\n#Response#:\nA \n##Quality: "
     )
@@ -143,14 +139,14 @@ def test_expectation_from_logprob_answer_matches_logits_and_needs_all_six():
 
 def test_batched_complexity_equals_one_prompt_at_a_time(tiny_scorer):
     batched = tiny_scorer.complexity(INSTRUCTIONS).scores
-    reference = [reference_score(tiny_scorer, complexity_prompt(text)) for text in INSTRUCTIONS]
+    reference = [reference_score(tiny_scorer, COMPLEXITY_TEMPLATE.format(instruction=text)) for text in INSTRUCTIONS]
     np.testing.assert_allclose(batched, reference, atol=1e-4, rtol=0)
     assert batched.min() >= 1.0 and batched.max() <= 6.0
 
 
 def test_batched_quality_equals_one_prompt_at_a_time(tiny_scorer):
     batched = tiny_scorer.quality(INSTRUCTIONS, RESPONSES).scores
-    reference = [reference_score(tiny_scorer, quality_prompt(i, r)) for i, r in zip(INSTRUCTIONS, RESPONSES)]
+    reference = [reference_score(tiny_scorer, QUALITY_TEMPLATE.format(instruction=i, output=r)) for i, r in zip(INSTRUCTIONS, RESPONSES)]
     np.testing.assert_allclose(batched, reference, atol=1e-4, rtol=0)
 
 
@@ -290,14 +286,3 @@ def test_vllm_backend_without_vllm_says_how_to_install_it(tiny_llama_dir):
 
     with pytest.raises(ModelLoadError, match=r"sftselect\[vllm\]"):
         VllmDeitaScorerModel(tiny_llama_dir)
-
-
-def test_batches_stay_within_size_budget_and_padding_share():
-    from sftselect.models.deita import _batches
-
-    lengths = [100, 98, 97, 60, 59, 58, 57, 10]
-    batches = _batches(range(len(lengths)), lengths, batch_size=3, token_budget=10_000)
-    assert batches == [[0, 1, 2], [3, 4, 5], [6], [7]]
-    for batch in batches:
-        assert lengths[batch[0]] * len(batch) <= 1.1 * sum(lengths[i] for i in batch)
-    assert _batches(range(3), [100, 100, 100], batch_size=8, token_budget=250) == [[0, 1], [2]]

@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sftselect.cli import app
-from sftselect.models.embedders import read_embeddings
-from sftselect.scorers.deita import read_scores
+from sftselect.io.results import read_embeddings, read_scores
 
 ROWS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue."},

@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from sftselect.errors import DataError, OptionError
-from sftselect.models.embedders import (
-    CausalLMEmbedder,
-    SentenceEmbedder,
-    ids_path,
-    read_embeddings,
-    record_text,
-    write_embeddings,
-)
+from sftselect.io.results import ids_path, read_embeddings, write_embeddings
+from sftselect.models.embedders import CausalLMEmbedder, SentenceEmbedder, record_text
 from sftselect.records import Record, Turn
 
 

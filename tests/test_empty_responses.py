@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from sftselect.cli import app
 from sftselect.io.inspect import inspect_source
-from sftselect.pipeline import run_selection
+from sftselect.pipeline import build_pipeline, run_selection
 from sftselect.records import Record, Turn
 
 
@@ -30,7 +30,7 @@ def test_a_conversation_with_one_answered_turn_has_a_response():
 
 def test_blank_answers_are_dropped_before_scoring_and_counted_even_when_they_would_score_best():
     records = [single_turn(0, ""), single_turn(1, "fine"), single_turn(2, "   "), single_turn(3, "good")]
-    selection = run_selection(records, top=4, scores=np.array([0.9, 0.2, 0.8, 0.1]))
+    selection = run_selection(records, build_pipeline(top=4, scored=True), scores=np.array([0.9, 0.2, 0.8, 0.1]))
     assert selection.indices.tolist() == [1, 3]
     assert selection.summary.no_response == 2
     assert np.isnan(selection.scores["scar_score"][[0, 2]]).all()

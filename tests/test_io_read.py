@@ -49,7 +49,7 @@ def test_alpaca_history_pairs_come_before_the_instruction(tmp_path):
 def test_alpaca_with_both_output_and_response_reads_output(tmp_path):
     row = {"instruction": "Q", "input": "", "response": "from response", "output": "from output"}
     data = read_dataset(write_json(tmp_path / "a.json", [row]))
-    assert data.format == "alpaca" and data.records[0].response == "from output"
+    assert data.format == "alpaca" and data.records[0].pairs()[0][1] == "from output"
 
 
 def test_instruction_with_response_and_context_reads_as_alpaca(tmp_path):
@@ -196,7 +196,7 @@ def test_every_container_reads_the_same_records(tmp_path, container):
     data = read_dataset(source)
     assert data.container == container and data.format == "alpaca"
     assert [r.pairs() for r in data.records] == [[("Add the numbers.\n2 and 3", "5")], [("Say hello.", "Hello!")]]
-    assert data.records[1].system == "Be kind."
+    assert data.records[1].turns[0] == Turn("system", "Be kind.")
 
 
 def test_json_array_is_found_by_content_when_the_extension_lies(tmp_path):

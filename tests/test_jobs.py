@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from sftselect.engine.ray_engine import LocalEngine, RayEngine
+from sftselect.engine.local import LocalEngine
+from sftselect.engine.ray_engine import RayEngine
 from sftselect.errors import OptionError
 from sftselect.jobs import embed_file, score_file
-from sftselect.models.embedders import read_embeddings
-from sftselect.scorers.deita import read_scores
+from sftselect.io.results import read_embeddings, read_scores
 
 ROWS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue."},

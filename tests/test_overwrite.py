@@ -39,7 +39,11 @@ def scored(monkeypatch) -> list[int]:
             calls.append(len(records))
             return np.arange(len(records), dtype=np.float64)
 
-    monkeypatch.setitem(registry.SCORERS, "recording", lambda model=None, **options: RecordingScorer())
+    def recording(model=None, *, batch_size=None, device=None):
+        return RecordingScorer()
+
+    monkeypatch.setitem(registry.SCORERS._factories, "recording", recording)
+    monkeypatch.setitem(registry.SCORERS._extras, "recording", {})
     return calls
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sftselect.engine.progress import progress, set_quiet
+from sftselect.progress import progress, set_quiet
 
 
 @pytest.fixture(autouse=True)

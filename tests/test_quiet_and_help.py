@@ -16,7 +16,7 @@ from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY
 SFTSELECT = Path(sys.executable).parent / "sftselect"
 LOAD_THE_BUNDLED_RANKER = """
 import sys
-from sftselect.engine.progress import set_quiet
+from sftselect.progress import set_quiet
 if sys.argv[1] == "imported first":
     import transformers
 set_quiet(True)

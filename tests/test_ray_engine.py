@@ -11,11 +11,13 @@ from typer.testing import CliRunner
 
 from sftselect.cli import app
 from sftselect.engine.cache import ScoreCache
-from sftselect.engine.ray_engine import LocalEngine, RayEngine, get_engine
+from sftselect.engine.engines import get_engine
+from sftselect.engine.local import LocalEngine
+from sftselect.engine.ray_engine import RayEngine
 from sftselect.errors import DataError, OptionError
+from sftselect.io.results import read_scores
 from sftselect.models.deita import PromptScores
 from sftselect.records import Record, Turn
-from sftselect.scorers.deita import read_scores
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the extra: pip install 'sftselect[ray]'")
 pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data: pip install 'sftselect[ray]'")
@@ -28,7 +30,7 @@ class WordCountScorer:
     identity = {"name": "word-count"}
 
     def score(self, records):
-        return np.array([len(r.response.split()) + 1 / (1 + len(r.instruction)) for r in records])
+        return np.array([len(r.turns[-1].text.split()) + 1 / (1 + len(r.instruction)) for r in records])
 
 
 class WordStatsEmbedder:
@@ -40,7 +42,7 @@ class WordStatsEmbedder:
     def embed(self, records):
         rows = []
         for record in records:
-            text = record.response
+            text = record.turns[-1].text
             vowels = sum(text.count(v) for v in "aeiou")
             rows.append([len(text.split()), len(text), vowels / max(len(text), 1)])
         return np.array(rows, dtype=np.float32)
@@ -170,14 +172,15 @@ def test_an_error_raised_on_a_ray_worker_reaches_the_driver_as_itself(local_ray)
 
 def test_ray_prompt_scores_equal_local_and_share_the_cache(local_ray, tmp_path):
     instructions = [record.instruction for record in make_records(30)]
-    responses = [record.response for record in make_records(30)]
+    responses = [record.turns[-1].text for record in make_records(30)]
     local = LocalEngine().prompt_model(WordCountPromptModel())
     cache = ScoreCache(tmp_path / "scores.sqlite")
     LocalEngine(cache).prompt_model(WordCountPromptModel()).quality(instructions[:20], responses[:20])
     engine = RayEngine(cache=cache, batch_size=4, chunk_size=3, block_size=5, num_actors=1)
-    quality = engine.prompt_model(WordCountPromptModel()).quality(instructions, responses)
+    prompt_model = engine.prompt_model(WordCountPromptModel())
+    quality = prompt_model.quality(instructions, responses)
     distinct = len(set(zip(instructions[20:], responses[20:])) - set(zip(instructions[:20], responses[:20])))
-    assert engine.last_computed == distinct
+    assert prompt_model.last_computed == distinct
     expected = local.quality(instructions, responses)
     np.testing.assert_array_equal(quality.scores, expected.scores)
     np.testing.assert_array_equal(quality.truncated, expected.truncated)
@@ -274,7 +277,7 @@ def test_select_with_the_ray_engine_writes_what_the_local_engine_writes(local_ra
 
 
 def test_score_with_the_ray_engine_gives_the_local_scores(local_ray, tmp_path, tiny_llama_dir):
-    rows = [{"instruction": record.instruction, "output": record.response} for record in make_records(6)]
+    rows = [{"instruction": record.instruction, "output": record.turns[-1].text} for record in make_records(6)]
     source = tmp_path / "data.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     for engine in ("local", "ray"):

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sftselect.analysis.analyze import analyze
-from sftselect.analysis.lm import ResponseLosses
+from sftselect.models.response_losses import ResponseLosses
 from sftselect.analysis.report import render_html, write_html, write_json
 from sftselect.cli import app
 from sftselect.errors import OptionError

@@ -188,12 +188,3 @@ def test_a_saved_checkpoint_has_the_permissions_of_plain_folders_and_files(ranke
     folder = ranker.save_pretrained(tmp_path / "shared")
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
     assert {stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()} == {0o666 & ~umask}
-
-
-def test_length_batches_keep_to_the_batch_size_and_the_token_budget():
-    from sftselect.scorers.scar import length_batches
-
-    lengths = [300, 120, 100, 90, 10, 10, 10, 10, 10]
-    batches = list(length_batches(range(len(lengths)), lengths, batch_size=3, max_tokens=250))
-    assert batches == [[0], [1, 2], [3, 4], [5, 6, 7], [8]]
-    assert list(length_batches(range(4), [5, 5, 5, 5], batch_size=3)) == [[0, 1, 2], [3]]

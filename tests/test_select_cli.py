@@ -119,7 +119,7 @@ def test_dedup_removes_repeated_records_before_scoring(tmp_path, tiny_ranker):
 
 
 def test_diversity_with_embeddings_from_a_file(tmp_path, tiny_ranker):
-    from sftselect.models.embedders import write_embeddings
+    from sftselect.io.results import write_embeddings
 
     items = [{"instruction": f"Question {i}", "input": "", "output": f"Answer {i}"} for i in range(4)]
     source = tmp_path / "data.json"
@@ -192,8 +192,9 @@ def test_output_is_required(tmp_path):
 
 
 def test_deita_method_reads_complexity_and_quality_files_and_filters_for_diversity(tmp_path):
-    from sftselect.models.embedders import write_embeddings
-    from sftselect.scorers.deita import TurnScores, record_columns, write_scores
+    from sftselect.io.results import write_embeddings
+    from sftselect.io.results import write_scores
+    from sftselect.scorers.deita import TurnScores, record_columns
 
     items = [{"instruction": f"Question {i}", "input": "", "output": f"Answer {i}"} for i in range(4)]
     source = tmp_path / "data.json"
@@ -216,7 +217,7 @@ def test_deita_method_reads_complexity_and_quality_files_and_filters_for_diversi
 @pytest.mark.parametrize("aggregate", ["mean", "first", "min"])
 def test_turn_aggregate_combines_the_scores_of_every_assistant_turn(aggregate, tmp_path, tiny_ranker):
     from sftselect.models.scar import StyleRanker
-    from sftselect.scorers.scar import score_text_pairs
+    from sftselect.models.scar_inference import score_text_pairs
 
     conversations = [
         {"conversations": [

@@ -50,3 +50,12 @@ def test_real_english_data_is_almost_all_kept(shared_data):
 
     records = read_dataset(shared_data / "alpaca" / "llamafactory_alpaca_en_demo.json").records
     assert len(EnglishFilter().keep(records)) >= 0.98 * len(records)
+
+
+def test_each_record_judged_not_english_is_dropped_as_non_english():
+    records = [
+        Record(id=str(i), turns=(Turn("user", text), Turn("assistant", "ok")), original={}, index=i)
+        for i, text in enumerate([ENGLISH[0], NOT_ENGLISH[0]])
+    ]
+    sifted = EnglishFilter().sift(records)
+    assert sifted.kept.tolist() == [0] and sifted.drops[1].reason == "non-English"

@@ -1,4 +1,4 @@
-"""The bundled default ranker: small, offline, the default of `select`, and it ranks LLM responses above human ones."""
+"""The bundled MiniLM ranker `scar-minilm-l6`: small, offline, and it ranks LLM responses above human ones."""
 
 from __future__ import annotations
 
@@ -45,12 +45,6 @@ def test_the_bundled_ranker_differs_from_the_packaged_encoder_only_in_its_top_la
     for index in range(frozen, 6):
         query = bundled.encoder.encoder.layer[index].attention.self.query.weight
         assert not torch.allclose(query, packaged.encoder.encoder.layer[index].attention.self.query.weight)
-
-
-def test_select_ranks_with_the_bundled_ranker_by_default():
-    from sftselect.scorers.registry import DEFAULT_RANKER
-
-    assert Path(DEFAULT_RANKER).resolve() == BUNDLED.resolve()
 
 
 def _held_out(shared_data: Path, count: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -43,7 +43,30 @@ class ModelLoadError(SftselectError):
 
 
 class OptionError(SftselectError):
-    """A bad combination or value of options."""
+    """A bad combination or value of options.
+
+    A message may name options as `{name}` placeholders listed in `options`: the library
+    shows the parameter name, and the CLI shows its flag instead (see `naming`).
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...] = ()):
+        self.template = message
+        self.options = tuple(options)
+        super().__init__(self.naming({}))
+
+    def naming(self, names: dict[str, str]) -> str:
+        """The message with each option called by `names` (for the CLI: its flag), else by its parameter name."""
+        message = self.template
+        for option in self.options:
+            message = message.replace("{" + option + "}", names.get(option, option))
+        return message
+
+    def __reduce__(self) -> tuple:
+        return (_option_error, (self.template, self.options))
+
+
+def _option_error(template: str, options: tuple[str, ...]) -> OptionError:
+    return OptionError(template, options=options)
 
 
 def describe_os_error(error: OSError) -> str:

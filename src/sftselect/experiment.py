@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sftselect import __version__
+from sftselect._version import __version__
 from sftselect.errors import OptionError
 from sftselect.io.atomic import FolderKind, atomic_path
 
@@ -184,11 +184,9 @@ def _write_json(path: Path, content: Any) -> None:
 
 
 def _make_scorer(spec: MethodSpec) -> Any:
-    from sftselect.scorers.baselines import BASELINES, baseline_scorer
+    """The registered scorer of the spec's method, with its model and options (an unknown option is an error)."""
     from sftselect.scorers.registry import create_scorer
 
-    if spec.method in BASELINES:
-        return baseline_scorer(spec.method, lm=spec.model, **spec.options)
     return create_scorer(spec.method, spec.model, **spec.options)
 
 
@@ -263,7 +261,8 @@ def check_output_folder(folder: Path) -> None:
 def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     """Run (or resume) every step of the experiment and write results.csv, results.md and results.png."""
     from sftselect.io import read_dataset
-    from sftselect.pipeline import run_selection
+    from sftselect.pipeline import build_pipeline, run_selection
+    from sftselect.scorers.registry import method_diversity
     from sftselect.training.finetune import FinetuneSettings, finetune
 
     if config.humaneval is not None:
@@ -297,11 +296,14 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
         for budget in config.budgets:
             run_name = f"{spec.name}-{budget_label(budget).replace('%', 'pct')}"
             budget_option = {"keep": budget} if isinstance(budget, float) else {"top": budget}
+            pipeline = build_pipeline(spec.method, scored=True, **budget_option)
             select_content = {"scores": score_content, "budget": budget}
+            if method_diversity(spec.method) is not None:
+                select_content["diversity"] = method_diversity(spec.method)
             selection_path = steps.run(
                 f"select/{run_name}", folder / "selections" / f"{run_name}.json", select_content,
-                lambda tmp, option=budget_option, run_name=run_name: _save_selection(
-                    data, run_selection(records, scores=scores, method=spec.method, **option).indices,
+                lambda tmp, pipeline=pipeline, run_name=run_name: _save_selection(
+                    data, run_selection(records, pipeline, scores=scores).indices,
                     tmp, folder / "selections" / f"{run_name}.records.jsonl",
                 ),
             )

@@ -54,6 +54,7 @@ def score_file(
     LocalEngine or RayEngine, which reads the source and runs the models, through its cache if it has one.
     """
     from sftselect.io.atomic import check_outputs
+    from sftselect.io.results import merge_turns, read_scores, write_scores
     from sftselect.scorers import deita
 
     kinds = SCORE_KINDS.get(scorer)
@@ -64,7 +65,7 @@ def score_file(
     check_outputs([output], [source, *reuse], overwrite)
     data = engine.read(source, **(read_options or {}))
     ids = [record.id for record in data.records]
-    known = deita.merge_turns([deita.read_scores(path) for path in reuse], ids) if reuse else None
+    known = merge_turns([read_scores(path) for path in reuse], ids) if reuse else None
     if known is not None:
         known = [[{kind: value for kind, value in pair.items() if kind in kinds} for pair in pairs] for pairs in known]
     have = deita.known_kinds(known)
@@ -75,7 +76,7 @@ def score_file(
     }
     result = deita.deita_turn_scores(data.records, loaded.get("complexity"), loaded.get("quality"), known)
     identity = {"scorer": scorer.replace("-", "_"), **{kind: model.identity for kind, model in loaded.items()}, "reused": list(reuse)}
-    deita.write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
+    write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
     return ScoreReport(records=len(ids), prompts=result.prompts, reused=tuple(sorted(have)), truncated=result.truncated)
 
 
@@ -96,7 +97,7 @@ def embed_file(
     once the outputs are known to be writable.
     """
     from sftselect.io.atomic import check_outputs
-    from sftselect.models.embedders import embedding_outputs, write_embeddings
+    from sftselect.io.results import embedding_outputs, write_embeddings
 
     check_outputs(embedding_outputs(output), [source], overwrite)
     encoder = create_embedder(embedder, model, **(embedder_options or {}))

@@ -1,50 +1,65 @@
-"""The selection pipeline: filter (dedup, near-dedup, English) -> score -> select, as a library call.
+"""The selection pipeline: record filters -> one scorer -> one selector, as a library call.
 
-`rank(records)` scores records; `select(records, top=...)` returns the indices of the chosen
-records; `run_selection` does the same and also returns the scores and the counts the CLI
-reports. The `select` command reads, calls `run_selection`, and writes.
+A `Pipeline` holds the steps; `build_pipeline` makes one from plain options (what the CLI,
+`select(method=...)`, `--compare` and experiments share, method presets included);
+`run_selection` applies one to records and returns the chosen positions, the scores, the
+counts the CLI reports, and for every record the step that dropped it and why (what
+`select --explain` writes). `rank(records)` only scores.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import is_quiet
 from sftselect.engine.summary import RunSummary
 from sftselect.errors import OptionError
+from sftselect.progress import is_quiet
 from sftselect.records import Record
-from sftselect.scorers.registry import DEFAULT_EMBEDDER, DEFAULT_RANKER, EMBEDDERS, create_embedder, create_scorer, score_field
+from sftselect.scorers.base import Scorer
+from sftselect.scorers.registry import DEFAULT_EMBEDDER, EMBEDDERS, SCORERS, create_embedder, method_diversity, score_field
+from sftselect.selectors.base import Drop, RecordFilter, SelectionContext, Selector
 from sftselect.selectors.dedup import ExactDedup, NearDedup
-from sftselect.selectors.diversity import DiversityFilter
 from sftselect.selectors.language import EnglishFilter
-from sftselect.selectors.ranking import MinScore, TopFraction, TopK, parse_keep
+from sftselect.selectors.ranking import order_by_score
+from sftselect.selectors.registry import budget_selector, selector_for
+from sftselect.selectors.response import HasResponse
 
 ORDERS = ("score", "input")
+BELOW_CUTOFF = "below the cutoff"
 
 
 @dataclass
 class SelectionSummary(RunSummary):
-    """RunSummary with what each filter removed before scoring."""
+    """RunSummary with what the record filters removed before scoring, by reason."""
 
     command: str = "select"
-    exact_duplicates: int = 0
-    near_duplicates: int = 0
-    non_english: int = 0
-    no_response: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
 
-    def lines(self) -> list[str]:
-        """The summary as short lines, with the filters' counts after `deduplicated`."""
-        lines = super().lines()
-        position = next(i for i, line in enumerate(lines) if line.lstrip().startswith("deduplicated:"))
-        lines[position] = f"  deduplicated: {self.deduplicated} (exact {self.exact_duplicates}, near {self.near_duplicates})"
-        lines.insert(position + 1, f"  non-English:  {self.non_english}")
-        lines.insert(position + 2, f"  no response:  {self.no_response}")
-        return lines
+    @property
+    def exact_duplicates(self) -> int:
+        return self.dropped.get("exact duplicate", 0)
+
+    @property
+    def near_duplicates(self) -> int:
+        return self.dropped.get("near-duplicate", 0)
+
+    @property
+    def no_response(self) -> int:
+        return self.dropped.get("no response", 0)
+
+    def filter_rows(self) -> list[tuple[str, str]]:
+        """Duplicates (exact and near), then each other reason a filter dropped records for."""
+        rows = [("deduplicated", f"{self.deduplicated} (exact {self.exact_duplicates}, near {self.near_duplicates})")]
+        others = {"non-English": 0, "no response": 0}
+        others.update((reason, count) for reason, count in self.dropped.items() if reason not in ("exact duplicate", "near-duplicate"))
+        return rows + [(reason, str(count)) for reason, count in others.items()]
 
     def report(self, stream: Any = None) -> None:
         """A rich table on a terminal, plain lines otherwise, nothing under --quiet."""
@@ -66,28 +81,108 @@ class SelectionSummary(RunSummary):
         Console(file=stream).print(table)
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """The steps of a selection: record filters in order, one scorer, one selector.
+
+    `scorer` may be None when the scores are given to `run_selection`. `embedder` makes the
+    embedder a selector that compares records uses (called only when no embeddings are
+    given). `order` writes the chosen records by `score` (best first) or in `input` order;
+    `score_name` is the field the scores are written under.
+    """
+
+    selector: Selector
+    scorer: Scorer | None = None
+    filters: tuple[RecordFilter, ...] = (HasResponse(),)
+    embedder: Callable[[], Any] | None = None
+    order: str = "score"
+    score_name: str = "score"
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise OptionError(f"{{order}} must be one of {', '.join(ORDERS)}, got {self.order!r}", options=("order",))
+
+
 @dataclass
 class Selection:
-    """What a selection run chose and why."""
+    """What a selection run chose and why.
+
+    `drops` maps the position of every record not chosen to the step that dropped it and
+    why; `ranks` is each scored record's place in the score order (1 is best, 0 unscored).
+    """
 
     indices: np.ndarray
     scores: dict[str, np.ndarray]
     summary: SelectionSummary = field(default_factory=SelectionSummary)
+    drops: dict[int, Drop] = field(default_factory=dict)
+    ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def explanations(self, records: Sequence[Record]) -> Iterator[dict[str, Any]]:
+        """One line per record, in input order: kept or dropped, by which step and why, its score and rank."""
+        (scores,) = self.scores.values()
+        chosen = set(self.indices.tolist())
+        for position, record in enumerate(records):
+            line: dict[str, Any] = {"id": record.id, "index": record.index, "kept": position in chosen}
+            drop = self.drops.get(position)
+            if drop is not None:
+                line.update({"step": drop.step, "reason": drop.reason, **drop.detail})
+            score = float(scores[position])
+            line["score"] = None if np.isnan(score) else score
+            line["rank"] = int(self.ranks[position]) or None
+            yield line
 
 
-def budget_selector(
-    keep: str | float | None = None, top: int | None = None, min_score: float | None = None
-) -> TopK | TopFraction | MinScore:
-    """The score selector for exactly one of --keep, --top and --min-score."""
-    given = [name for name, value in (("--keep", keep), ("--top", top), ("--min-score", min_score)) if value is not None]
-    if len(given) != 1:
-        which = "none" if not given else " and ".join(given)
-        raise OptionError(f"give exactly one of --keep, --top (--budget) and --min-score (got {which})")
-    if keep is not None:
-        return parse_keep(keep) if isinstance(keep, str) else TopFraction(float(keep))
-    if top is not None:
-        return TopK(int(top))
-    return MinScore(float(min_score))
+def build_pipeline(
+    method: str = "scar",
+    *,
+    keep: str | float | None = None,
+    top: int | None = None,
+    min_score: float | None = None,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    shared_options: Mapping[str, Any] | None = None,
+    dedup: bool = False,
+    near_dedup: float | None = None,
+    english_only: bool = False,
+    diversity: float | None = None,
+    embedder: str | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    order: str = "score",
+    scored: bool = False,
+) -> Pipeline:
+    """The pipeline for plain options: filters, `method`'s scorer (none when `scored`), a budget and its preset.
+
+    Exactly one of `keep`, `top`, `min_score` sets the budget. `options` go to the method's
+    scorer factory, which rejects one it does not take; `shared_options` (settings shared by
+    several methods, such as a CLI's flags) reach it only where it takes them. A method's
+    preset applies unless overridden: deita selects with its diversity filter at 0.9.
+    """
+    budget = budget_selector(keep, top, min_score)
+    if diversity is None:
+        diversity = method_diversity(method)
+    if embedder is not None and diversity is None:
+        raise OptionError("an embedder is used only by the diversity filter: give {diversity} (deita's is 0.9)", options=("diversity",))
+    filters = (
+        *([ExactDedup()] if dedup else []),
+        *([NearDedup(threshold=near_dedup)] if near_dedup is not None else []),
+        *([EnglishFilter()] if english_only else []),
+        HasResponse(),
+    )
+    run_options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
+    scorer = None
+    if not scored:
+        method_options = {**SCORERS.accepted(method, {**run_options, **(shared_options or {})}), **(options or {})}
+        scorer = SCORERS.create(method, model, **method_options)
+    kind, embedder_model = parse_embedder(embedder)
+    return Pipeline(
+        selector=selector_for(budget, diversity, device),
+        scorer=scorer,
+        filters=filters,
+        embedder=partial(create_embedder, kind, embedder_model, **run_options),
+        order=order,
+        score_name=score_field(method),
+    )
 
 
 def rank(
@@ -99,85 +194,67 @@ def rank(
     device: str | None = None,
     cache: Any = None,
 ) -> np.ndarray:
-    """One float64 score per record from `method`'s scorer (for scar: the ranker at `ranker`, default DEFAULT_RANKER)."""
+    """One float64 score per record from `method`'s scorer (for scar: the ranker at `ranker`, default the bundled one)."""
     from sftselect.engine.cache import cached
 
-    scorer = cached(_make_scorer(method, ranker, batch_size, device, {}), cache)
+    options = SCORERS.accepted(method, {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})})
+    scorer = cached(SCORERS.create(method, ranker, **options), cache)
     return np.asarray(scorer.score(list(records)), dtype=np.float64)
 
 
-def select(
-    records: Any,
-    *,
-    keep: str | float | None = None,
-    top: int | None = None,
-    min_score: float | None = None,
-    **options: Any,
-) -> np.ndarray:
+def select(records: Any, *, scores: np.ndarray | None = None, embeddings: np.ndarray | None = None, cache: Any = None, **options: Any) -> np.ndarray:
     """Positions (into `records`, a list of Records, a Dataset or a path) of the chosen records, best first.
 
-    Options are those of `run_selection`: method, ranker, dedup, near_dedup, english_only,
-    diversity, scores, embeddings, batch_size, device, order, cache.
+    Options are those of `build_pipeline` (method, keep/top/min_score, model, options,
+    dedup, near_dedup, english_only, diversity, embedder, batch_size, device, order);
+    `scores` and `embeddings` computed earlier skip the models.
     """
     if isinstance(records, (str, Path)):
         from sftselect.io import read_dataset
 
         records = read_dataset(records)
     records = getattr(records, "records", records)
-    return run_selection(records, keep=keep, top=top, min_score=min_score, **options).indices
+    pipeline = build_pipeline(scored=scores is not None, **options)
+    return run_selection(records, pipeline, scores=scores, embeddings=embeddings, cache=cache).indices
 
 
 def run_selection(
     records: Sequence[Record],
+    pipeline: Pipeline,
     *,
-    keep: str | float | None = None,
-    top: int | None = None,
-    min_score: float | None = None,
-    method: str = "scar",
-    ranker: str | None = None,
-    model_options: Mapping[str, Any] | None = None,
-    dedup: bool = False,
-    near_dedup: float | None = None,
-    english_only: bool = False,
-    diversity: float | None = None,
     scores: np.ndarray | None = None,
     embeddings: np.ndarray | None = None,
-    embedder: str | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    order: str = "score",
-    cache: Any = None,
-    scorer: Any = None,
-    summary: SelectionSummary | None = None,
     engine: Any = None,
+    cache: Any = None,
+    summary: SelectionSummary | None = None,
 ) -> Selection:
-    """Filter, score and select; returns positions into `records`, the scores and the counts.
+    """Apply `pipeline` to `records`: positions of the chosen records, the scores, the counts and every drop.
 
     `scores` and `embeddings` computed earlier (aligned with `records`) skip the models.
-    Records with no assistant turn, or only empty or whitespace ones, cannot be ranked and are set
-    aside (counted as `no_response`). Scores of records removed before scoring are NaN. With `diversity`, deita's filter runs
-    on the scored records with the budget set by `keep`/`top` (all that pass `min_score`).
-    Models run on `engine` (`sftselect.engine.ray_engine`; default: in this process, through `cache`).
+    Scores of records removed before scoring are NaN. Models run on `engine`
+    (`sftselect.engine.ray_engine`; default: in this process, through `cache`).
     """
-    selector = budget_selector(keep, top, min_score)
-    if order not in ORDERS:
-        raise OptionError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     summary = summary or SelectionSummary()
     if not summary.read:
         summary.read = len(records)
     _check_aligned("scores", scores, len(records))
     _check_aligned("embeddings", embeddings, len(records))
-    if (embeddings is not None or embedder is not None) and diversity is None:
-        raise OptionError("embeddings are used only by the diversity filter: add --diversity THRESHOLD (deita's is 0.9)")
-    diversity_filter = DiversityFilter(threshold=diversity, device=device) if diversity is not None else None
+    if embeddings is not None and not pipeline.selector.uses_embeddings:
+        raise OptionError("embeddings are used only by the diversity filter: give {diversity} (deita's is 0.9)", options=("diversity",))
+    if scores is None and pipeline.scorer is None:
+        raise OptionError("the pipeline has no scorer: give it one, or give the scores")
+    from sftselect.engine.local import LocalEngine
 
+    engine = engine or LocalEngine(cache)
     candidates = np.arange(len(records), dtype=np.int64)
+    drops: dict[int, Drop] = {}
     with summary.step("filters"):
-        candidates, summary.exact_duplicates = _apply(ExactDedup() if dedup else None, records, candidates)
-        near = NearDedup(threshold=near_dedup) if near_dedup is not None else None
-        candidates, summary.near_duplicates = _apply(near, records, candidates)
-        candidates, summary.non_english = _apply(EnglishFilter() if english_only else None, records, candidates)
-        candidates, summary.no_response = _apply(_HasResponse(), records, candidates)
+        for step in pipeline.filters:
+            sifted = step.sift([records[i] for i in candidates])
+            for position, drop in sifted.drops.items():
+                drops[int(candidates[position])] = drop
+                summary.dropped[drop.reason] = summary.dropped.get(drop.reason, 0) + 1
+            candidates = candidates[sifted.kept]
     summary.deduplicated = summary.exact_duplicates + summary.near_duplicates
     kept_records = [records[i] for i in candidates]
 
@@ -187,42 +264,38 @@ def run_selection(
         elif not kept_records:
             candidate_scores = np.zeros(0, dtype=np.float64)
         else:
-            from sftselect.engine.ray_engine import LocalEngine
-
-            engine = engine or LocalEngine(cache)
-            scorer = scorer or _make_scorer(method, ranker, batch_size, device, model_options or {})
-            candidate_scores = engine.score(kept_records, scorer)
+            candidate_scores = engine.score(kept_records, pipeline.scorer)
             summary.add_scoring(engine, len(kept_records))
 
     with summary.step("selecting"):
-        if diversity_filter is None:
-            chosen = selector.select(candidate_scores)
-        else:
-            vectors = _embeddings_for(kept_records, candidates, embeddings, embedder, batch_size, device, cache, engine)
-            chosen = _diverse(selector, diversity_filter, candidate_scores, vectors)
+        vectors = _vectors(kept_records, candidates, embeddings, pipeline, engine) if pipeline.selector.uses_embeddings else None
+        context = SelectionContext(kept_records, vectors)
+        chosen = pipeline.selector.select(candidate_scores, context)
     indices = candidates[chosen]
-    if order == "input":
+    if pipeline.order == "input":
         indices = np.sort(indices)
     summary.selected = len(indices)
     full_scores = np.full(len(records), np.nan)
     full_scores[candidates] = candidate_scores
-    return Selection(indices=indices, scores={score_field(method): full_scores}, summary=summary)
+    ranks = np.zeros(len(records), dtype=np.int64)
+    ranks[candidates[order_by_score(candidate_scores)]] = np.arange(1, len(candidates) + 1)
+    passed_over = np.setdiff1d(np.arange(len(candidates)), chosen)
+    for position in passed_over.tolist():
+        drops[int(candidates[position])] = context.drops.get(position, Drop(pipeline.selector.step, BELOW_CUTOFF))
+    return Selection(indices=indices, scores={pipeline.score_name: full_scores}, summary=summary, drops=drops, ranks=ranks)
 
 
-class _HasResponse:
-    """Keeps records with a non-blank assistant turn: an empty or whitespace answer has nothing to rank."""
-
-    def keep(self, records: Sequence[Record]) -> np.ndarray:
-        return np.asarray([i for i, record in enumerate(records) if record.has_response()], dtype=np.int64)
-
-
-def _make_scorer(method: str, model: str | None, batch_size: int | None, device: str | None, options: Mapping[str, Any]) -> Any:
-    run_options = dict(options)
-    if batch_size is not None:
-        run_options["batch_size"] = batch_size
-    if method == "scar" and model is None:
-        model = DEFAULT_RANKER
-    return create_scorer(method, model, device=device, **run_options)
+def _vectors(
+    kept_records: list[Record], candidates: np.ndarray, embeddings: np.ndarray | None, pipeline: Pipeline, engine: Any
+) -> Callable[[], np.ndarray]:
+    """A function giving the candidates' vectors: rows of the given embeddings, or computed by the pipeline's embedder."""
+    if embeddings is not None:
+        return lambda: np.asarray(embeddings, dtype=np.float32)[candidates]
+    if not kept_records:
+        return lambda: np.zeros((0, 1), dtype=np.float32)
+    if pipeline.embedder is None:
+        raise OptionError("the selector compares records by their embeddings: give the pipeline an embedder, or the embeddings")
+    return lambda: engine.embed(kept_records, pipeline.embedder())
 
 
 def _check_aligned(what: str, values: np.ndarray | None, count: int) -> None:
@@ -230,58 +303,41 @@ def _check_aligned(what: str, values: np.ndarray | None, count: int) -> None:
         raise OptionError(f"{len(values)} {what} for {count} records; they must be aligned with the records")
 
 
-def _apply(step: Any, records: Sequence[Record], candidates: np.ndarray) -> tuple[np.ndarray, int]:
-    """The candidates a filter step keeps, and how many it removed (no step: all, 0)."""
-    if step is None:
-        return candidates, 0
-    kept = candidates[step.keep([records[i] for i in candidates])]
-    return kept, len(candidates) - len(kept)
-
-
-def _embeddings_for(
-    kept_records: list[Record],
-    candidates: np.ndarray,
-    embeddings: np.ndarray | None,
-    embedder: str | None,
-    batch_size: int | None,
-    device: str | None,
-    cache: Any,
-    engine: Any = None,
-) -> np.ndarray:
-    """Vectors of the scored records: rows of the given embeddings, or computed by the embedder."""
-    if embeddings is not None:
-        return np.asarray(embeddings, dtype=np.float32)[candidates]
-    from sftselect.engine.ray_engine import LocalEngine
-
-    options: dict[str, Any] = {"device": device}
-    if batch_size is not None:
-        options["batch_size"] = batch_size
-    kind, model_name = parse_embedder(embedder)
-    model = create_embedder(kind, model_name, **options)
-    return (engine or LocalEngine(cache)).embed(kept_records, model) if kept_records else np.zeros((0, 1), dtype=np.float32)
-
-
 def parse_embedder(text: str | None) -> tuple[str, str | None]:
-    """Read `--embedder`: `KIND`, `KIND:MODEL` (e.g. `lm:path/to/llama`) or a sentence-transformers MODEL."""
+    """Read an embedder: `KIND`, `KIND:MODEL` (e.g. `lm:path/to/llama`) or a sentence-transformers MODEL."""
     if not text:
         return DEFAULT_EMBEDDER, None
     kind, separator, model = text.partition(":")
-    if kind in EMBEDDERS and (separator or not model):
+    if kind in EMBEDDERS.names() and (separator or not model):
         return kind, model or None
     return DEFAULT_EMBEDDER, text
 
 
-def _diverse(selector: Any, diversity_filter: DiversityFilter, scores: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """deita's filter within the budget of `selector` (or over the records passing its min score)."""
-    if isinstance(selector, MinScore):
-        passing = np.flatnonzero(scores >= selector.min_score)
-        kept = DiversityFilter(diversity_filter.threshold, None, diversity_filter.block_size, diversity_filter.device)
-        return passing[kept.select(scores[passing], vectors[passing])] if len(passing) else passing
-    budget = selector.count(len(scores))
-    if budget == 0:
-        return np.zeros(0, dtype=np.int64)
-    bounded = DiversityFilter(diversity_filter.threshold, budget, diversity_filter.block_size, diversity_filter.device)
-    return bounded.select(scores, vectors)
+def write_explanation(path: str | Path, records: Sequence[Record], selection: Selection, skipped: Sequence[Any] = (), *, overwrite: bool = False) -> int:
+    """Write one JSON line per input record, in input order, saying whether it was kept and why; returns the count.
+
+    `skipped` are the records the reader left out (`Dataset.skipped`), written as dropped at the `read` step.
+    The file is written as the lines are made, then moved into place.
+    """
+    from sftselect.io.atomic import atomic_path, check_destination
+
+    path = Path(path)
+    check_destination(path, None, overwrite)
+    unread = sorted(skipped, key=lambda item: item.record)
+    written = 0
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        lines = selection.explanations(records)
+        pending = next(lines, None)
+        for item in [*unread, None]:
+            while pending is not None and (item is None or pending["index"] < item.record):
+                handle.write(json.dumps(pending, ensure_ascii=False) + "\n")
+                written += 1
+                pending = next(lines, None)
+            if item is not None:
+                line = {"id": None, "index": item.record, "kept": False, "step": "read", "reason": item.reason, "score": None, "rank": None}
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+                written += 1
+    return written
 
 
 def _unique_ids(records: Sequence[Record], source: str) -> list[str]:
@@ -294,23 +350,26 @@ def _unique_ids(records: Sequence[Record], source: str) -> list[str]:
 
 def load_scores(paths: Sequence[str | Path], records: Sequence[Record], method: str) -> np.ndarray:
     """Scores for `method` from score files written by `sftselect score`, aligned with `records` by id."""
-    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, merge_turns, read_scores, record_columns
+    from sftselect.io.results import merge_turns, read_scores
+    from sftselect.scorers.deita import COMPLEXITY, DEITA, QUALITY, record_columns
 
     column = {"deita": DEITA, "deita-complexity": COMPLEXITY, "deita-quality": QUALITY}.get(method)
     if column is None:
-        raise OptionError(f"--scores reads deita score files; the {method} method computes its own scores (and caches them)")
+        raise OptionError(
+            f"{{scores}} reads deita score files; the {method} method computes its own scores (and caches them)", options=("scores",)
+        )
     ids = _unique_ids(records, "score files")
     columns = record_columns(merge_turns([read_scores(path) for path in paths], ids))
     if column not in columns:
         needed = "complexity and quality scores (one file with both, or one of each)" if column == DEITA else column
-        raise OptionError(f"--scores {', '.join(map(str, paths))}: the {method} method needs {needed}")
+        raise OptionError(f"{{scores}} {', '.join(map(str, paths))}: the {method} method needs {needed}", options=("scores",))
     return columns[column]
 
 
 def load_embeddings(path: str | Path, records: Sequence[Record]) -> np.ndarray:
     """Vectors from an embeddings file written by `sftselect embed`, aligned with `records` by id."""
     from sftselect.errors import DataError
-    from sftselect.models.embedders import read_embeddings
+    from sftselect.io.results import read_embeddings
 
     file_ids, vectors = read_embeddings(path)
     row_of = {record_id: row for row, record_id in enumerate(file_ids)}

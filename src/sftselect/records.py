@@ -34,14 +34,6 @@ class Record:
     original: Mapping[str, Any] = field(repr=False, compare=False)
     index: int = 0
 
-    @property
-    def system(self) -> str | None:
-        """The system prompt, if the conversation has one."""
-        for turn in self.turns:
-            if turn.role == "system":
-                return turn.text
-        return None
-
     def pairs(self) -> list[tuple[str, str]]:
         """Each assistant turn with the user turn before it, paired by role, not by position.
 
@@ -66,9 +58,3 @@ class Record:
         """The first user turn's text (the instruction of a single-turn record)."""
         pairs = self.pairs()
         return pairs[0][0] if pairs else ""
-
-    @property
-    def response(self) -> str:
-        """The first assistant turn's text (the response of a single-turn record)."""
-        pairs = self.pairs()
-        return pairs[0][1] if pairs else ""

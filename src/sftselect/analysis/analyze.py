@@ -9,13 +9,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.analysis.lm import LM_METRICS, ResponseLosses, lm_metrics, losses_of
-from sftselect.analysis.metrics import TEXT_METRICS, text_metrics
-from sftselect.engine.cache import ScoreCache, record_key
-from sftselect.engine.progress import progress
+from sftselect.models.response_losses import LM_METRICS, ResponseLosses, lm_metrics, losses_of
+from sftselect.text_metrics import TEXT_METRICS, text_metrics
 from sftselect.errors import OptionError
+from sftselect.fingerprints import record_key
 from sftselect.io.dataset import Skipped
+from sftselect.progress import progress
 from sftselect.records import Record
+from sftselect.store import ScoreCache
 
 POOL = "pool"
 MISSING_GROUP = "(missing)"

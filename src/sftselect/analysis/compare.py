@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sftselect.analysis.analyze import Analysis, analyze
-from sftselect.analysis.lm import ResponseLosses
+from sftselect.models.response_losses import ResponseLosses
 from sftselect.analysis.report import write_html, write_json
 from sftselect.errors import OptionError
 from sftselect.io.atomic import Output, check_outputs
-
-# deita's method is its scores plus its diversity filter; the others select by score alone.
-DEFAULT_DIVERSITY = {"deita": 0.9}
 
 
 @dataclass
@@ -33,12 +30,14 @@ def parse_methods(text: str) -> list[str]:
 
     methods = [name.strip() for name in text.split(",") if name.strip()]
     if not methods:
-        raise OptionError("--compare needs at least one method, e.g. --compare scar,random,longest")
+        raise OptionError("{compare} needs at least one method, e.g. scar,random,longest", options=("compare",))
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
-        raise OptionError(f"--compare: unknown method {', '.join(unknown)}; choose from {', '.join(method_names())}")
+        raise OptionError(
+            f"{{compare}}: unknown method {', '.join(unknown)}; choose from {', '.join(method_names())}", options=("compare",)
+        )
     if len(set(methods)) != len(methods):
-        raise OptionError(f"--compare names a method twice: {text}")
+        raise OptionError(f"{{compare}} names a method twice: {text}", options=("compare",))
     return methods
 
 
@@ -84,11 +83,12 @@ def compare_methods(
     """Select from `data` (a read Dataset) with each method, write each selection and analyse them all.
 
     `models` gives a method its model (the ranker of scar, the LM of the LM baselines);
-    `model_options` go to every method's factory (each takes the ones it knows). Writes
+    `model_options` go to every method's factory (each takes the ones it knows). Each
+    method selects with its preset (deita: with its diversity filter). Writes
     `<method><ext>` per method, `analysis.json` and `analysis.html` into `out_dir`.
     """
     from sftselect.io import write_selection
-    from sftselect.pipeline import run_selection
+    from sftselect.pipeline import build_pipeline, run_selection
 
     out = Path(out_dir)
     check_outputs(comparison_outputs(methods, out, data.path or ""), [data.path], overwrite)
@@ -97,12 +97,12 @@ def compare_methods(
     selections: dict[str, Any] = {}
     written: dict[str, Path] = {}
     for method in methods:
-        selection = run_selection(
-            data.records, keep=keep, top=top, min_score=min_score, method=method, ranker=models.get(method),
+        pipeline = build_pipeline(
+            method, keep=keep, top=top, min_score=min_score, model=models.get(method),
             # The LM baselines keep their losses in the cache, so ifd, perplexity and the analysis share one LM pass.
-            model_options={**(model_options or {}), "cache": cache}, diversity=DEFAULT_DIVERSITY.get(method),
-            batch_size=batch_size, device=device, cache=cache,
+            shared_options={**(model_options or {}), "cache": cache}, batch_size=batch_size, device=device,
         )
+        selection = run_selection(data.records, pipeline, cache=cache)
         dest = out / selection_name(method, data.path if data.path is not None else "")
         write_selection(data, selection.indices, dest, overwrite=overwrite)
         selections[method] = selection

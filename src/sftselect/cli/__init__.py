@@ -16,7 +16,7 @@ from rich.markup import escape
 from sftselect import __version__
 from sftselect.cli import analyze, cache, data, evaluate, finetune, ranker, score, select
 from sftselect.cli.output import console
-from sftselect.engine.progress import set_quiet
+from sftselect.progress import set_quiet
 from sftselect.errors import SftselectError, describe_os_error
 
 app = typer.Typer(

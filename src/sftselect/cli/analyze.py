@@ -43,7 +43,7 @@ def analyze_command(
     from pathlib import Path
 
     from sftselect.analysis.analyze import analyze_files
-    from sftselect.analysis.lm import ResponseLosses
+    from sftselect.models.response_losses import ResponseLosses
     from sftselect.analysis.report import summary_table, write_html, write_json
     from sftselect.engine.cache import open_cache
     from sftselect.io.atomic import check_outputs
@@ -71,7 +71,7 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
     from pathlib import Path
 
     from sftselect.analysis.analyze import skipped_notes
-    from sftselect.engine.progress import is_quiet
+    from sftselect.progress import is_quiet
     from sftselect.io.write import skipped_path, write_skipped
 
     side = write_skipped(skipped, skipped_path(Path(report))) if report else None

@@ -69,7 +69,7 @@ def convert_command(
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
-    from sftselect.engine.progress import is_quiet
+    from sftselect.progress import is_quiet
     from sftselect.io.convert import convert_source
 
     written, skipped, side = convert_source(source, to, dest, overwrite=overwrite, **read_arguments(format, fields, on_error))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import functools
+from typing import Any, Callable, List, Optional
 
 import typer
 from typing_extensions import Annotated
+
+from sftselect.errors import OptionError
 
 FORMAT_NAMES = (
     "alpaca", "sharegpt", "messages", "prompt_completion", "query_response",
@@ -69,3 +72,21 @@ def read_arguments(format: Optional[str], fields: Optional[List[str]], on_error:
 
     return {"format": format, "field_map": parse_field_map(fields), "on_error": on_error}
 
+
+
+def naming_flags(flags: dict[str, str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a library OptionError raised by the command names the command's flags, not the parameters."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except OptionError as error:
+                if not error.options:
+                    raise
+                raise OptionError(error.naming(flags)) from error
+
+        return run
+
+    return decorate

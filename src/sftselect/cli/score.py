@@ -57,7 +57,7 @@ def score_command(
 ) -> None:
     """Score every record with deita's complexity and/or quality scorer; write the scores beside the record ids."""
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.jobs import score_file
 
     report = score_file(
@@ -96,7 +96,7 @@ def embed_command(
 ) -> None:
     """Embed every record for deita's diversity filter; write float32 vectors beside the record ids."""
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.jobs import embed_file
 
     lm_options = {"dtype": dtype, "max_length": max_length} if embedder == "lm" else {}

@@ -16,12 +16,22 @@ from sftselect.cli.options import (
     OnErrorOption,
     OverwriteOption,
     WithScoresOption,
+    naming_flags,
     read_arguments,
 )
 from sftselect.cli.output import console
 from sftselect.scorers.defaults import BUNDLED_RANKER
+from sftselect.scorers.registry import method_names
+
+# The select command's flag for each library parameter its errors name.
+SELECT_FLAGS = {
+    "keep": "--keep", "top": "--top", "min_score": "--min-score", "order": "--order", "diversity": "--diversity",
+    "near_dedup": "--near-dedup-threshold", "scores": "--scores", "compare": "--compare",
+    "complexity_model": "--complexity-model", "quality_model": "--quality-model",
+}
 
 
+@naming_flags(SELECT_FLAGS)
 def select_command(
     source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
     output: Optional[str] = typer.Option(
@@ -31,7 +41,7 @@ def select_command(
     keep: Optional[str] = typer.Option(None, "--keep", help="Keep the best share: a percentage (10%) or a fraction (0.1)."),
     top: Optional[int] = typer.Option(None, "--top", "--budget", help="Keep the best N records (deita calls this the budget)."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Keep every record scoring at least X."),
-    method: str = typer.Option("scar", "--method", help="How to score: scar, deita, deita-complexity, deita-quality, or a baseline: random, longest, perplexity, ifd, superfilter, alpagasus."),
+    method: str = typer.Option("scar", "--method", help=f"How to score: {', '.join(method_names())} (plugins included)."),
     ranker: Optional[str] = typer.Option(
         None, "--ranker", metavar="NAME_OR_PATH",
         help=f"SCAR ranker: a folder in the official format or a hub id (default: the bundled {BUNDLED_RANKER}).",
@@ -63,6 +73,11 @@ def select_command(
     with_scores: WithScoresOption = False,
     indices_out: Optional[str] = typer.Option(
         None, "--indices-out", metavar="FILE", help="Also (or, without -o, only) write the chosen input record numbers, one per line (a JSON list for .json)."
+    ),
+    explain: Optional[str] = typer.Option(
+        None, "--explain", metavar="FILE",
+        help="Also write one JSON line per input record: kept or dropped, by which step and why (duplicate of which id, "
+        "cosine to which kept record, below the cutoff...), with its score and rank.",
     ),
     compare: Optional[str] = typer.Option(
         None, "--compare", metavar="M1,M2,...",
@@ -97,12 +112,13 @@ def select_command(
 ) -> None:
     """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
     from sftselect.engine.cache import open_cache
-    from sftselect.engine.ray_engine import get_engine
+    from sftselect.engine.engines import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
     from sftselect.io.atomic import check_outputs
     from sftselect.io.write import data_outputs
-    from sftselect.pipeline import SelectionSummary, budget_selector, load_embeddings, load_scores, run_selection
+    from sftselect.pipeline import SelectionSummary, build_pipeline, load_embeddings, load_scores, run_selection, write_explanation
+    from sftselect.selectors.registry import budget_selector
 
     baseline_options = {
         "lm": lm, "seed": seed, "perplexity_keep": perplexity_keep, "max_response_tokens": max_response_tokens,
@@ -110,11 +126,13 @@ def select_command(
     }
     if compare is not None:
         from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
-        from sftselect.analysis.lm import ResponseLosses
+        from sftselect.models.response_losses import ResponseLosses
         from sftselect.analysis.report import summary_table
 
         if output is None:
             raise OptionError("--compare writes one selection per method into a folder: name it with -o FOLDER")
+        if explain is not None:
+            raise OptionError("--explain accounts for one method's selection: leave out --compare")
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
         check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
@@ -133,10 +151,8 @@ def select_command(
     if output is None and indices_out is None:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
-    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out]
+    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain]
     check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
-    if method == "deita" and diversity is None:
-        diversity = 0.9
     summary = SelectionSummary()
     cache = None if score_files else open_cache(no_cache, cache_path)
     runner = get_engine(engine, ray_address, cache)
@@ -146,19 +162,19 @@ def select_command(
     summary.skip_all(data.skipped)
     scores = load_scores(score_files, data.records, method) if score_files else None
     embeddings = load_embeddings(embeddings_file, data.records) if embeddings_file else None
-    selection = run_selection(
-        data.records,
-        keep=keep, top=top, min_score=min_score, method=method, ranker=ranker,
-        model_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
+    pipeline = build_pipeline(
+        method, keep=keep, top=top, min_score=min_score, model=ranker,
+        shared_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
         dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
-        diversity=diversity, scores=scores, embeddings=embeddings, embedder=embedder,
-        batch_size=batch_size, device=device, order=order,
-        cache=cache, summary=summary, engine=runner,
+        diversity=diversity, embedder=embedder, batch_size=batch_size, device=device, order=order, scored=scores is not None,
     )
+    selection = run_selection(data.records, pipeline, scores=scores, embeddings=embeddings, cache=cache, summary=summary, engine=runner)
     with summary.step("writing"):
         if output is not None:
             runner.write_selection(data, selection.indices, output, scores=selection.scores if with_scores else None, overwrite=overwrite)
             summary.written_to = output
         if indices_out is not None:
             write_indices([data.records[i].index for i in selection.indices], indices_out, overwrite=overwrite)
+        if explain is not None:
+            write_explanation(explain, data.records, selection, data.skipped, overwrite=overwrite)
     summary.report()

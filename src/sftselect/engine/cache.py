@@ -1,307 +1,37 @@
-"""The score cache: results of scorers and embedders kept in SQLite, so a re-run computes only what is new.
+"""The cache around models, for any executor: scorers, embedders and deita's prompt models look in the score store first.
 
-Entries live under a namespace (the sha256 of a scorer's full identity) and a key (the
-sha256 of what was scored). Writes are transactions in a WAL-mode database, so a process
-killed at any point leaves every committed chunk readable, and several processes may use
-one cache file at once.
+A record's key is its content and a namespace is a model's full identity
+(`sftselect.fingerprints`); the store is `sftselect.store.ScoreCache`. Only the misses
+reach the model, through an executor (in this process by default, or `RayEngine`), and
+each batch of results is committed as it comes, so a killed run resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sqlite3
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from sftselect import __version__
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError, SftselectError
+from sftselect.fingerprints import identity_namespace, prompt_key, record_key
 from sftselect.records import Record
+from sftselect.store import ScoreCache, cached_values, default_chunk_size, in_chunks
 
-DEFAULT_CHUNK_SIZE = 256
-CHUNK_SIZE_VARIABLE = "SFTSELECT_CACHE_CHUNK_SIZE"
-# SQLite limits the number of bound parameters in one statement; stay well below it.
-_QUERY_BATCH = 900
-_BUSY_TIMEOUT_SECONDS = 120.0
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".model", ".json", ".txt")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    namespace TEXT NOT NULL,
-    key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    value,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS namespaces (
-    namespace TEXT PRIMARY KEY,
-    description TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS file_digests (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
-);
-"""
+PROMPT_KINDS = ("complexity", "quality")
 
 
-class CacheError(SftselectError):
-    """The cache file cannot be opened or read."""
+class Executor(Protocol):
+    """Where a model runs: it gives the model's identity there and runs one of its methods over items."""
 
+    label: str
 
-def default_chunk_size() -> int:
-    """Records scored between two cache commits: SFTSELECT_CACHE_CHUNK_SIZE, else 256.
+    def identity(self, model: Any) -> dict[str, Any]:
+        """The model's identity as it will run (on a GPU, SCAR's names bf16)."""
 
-    A killed run loses at most one chunk of work; smaller chunks lose less but commit more often.
-    """
-    text = os.environ.get(CHUNK_SIZE_VARIABLE)
-    if not text:
-        return DEFAULT_CHUNK_SIZE
-    if not text.isdigit() or int(text) < 1:
-        raise OptionError(f"{CHUNK_SIZE_VARIABLE} must be a whole number of records of at least 1, got {text!r}")
-    return int(text)
-
-
-def default_cache_path() -> Path:
-    """Where the cache lives unless told otherwise: `<user cache folder>/scores.sqlite`."""
-    from sftselect.models.packaged import cache_dir
-
-    return cache_dir() / "scores.sqlite"
-
-
-def record_key(record: Record) -> str:
-    """The sha256 of a record's content (its turns, roles and texts), independent of id and position."""
-    content = json.dumps([[turn.role, turn.text] for turn in record.turns], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
-def identity_namespace(identity: Mapping[str, Any], purpose: str) -> str:
-    """The namespace for one scorer or embedder identity and purpose ("score", "embed", ...)."""
-    description = canonical_json({"purpose": purpose, "identity": identity, "sftselect": __version__})
-    return hashlib.sha256(description.encode("utf-8")).hexdigest()
-
-
-def prompt_key(texts: Sequence[str]) -> str:
-    """The sha256 of what a deita prompt is made of: the instruction, or the instruction and the response."""
-    return hashlib.sha256(canonical_json(list(texts)).encode("utf-8")).hexdigest()
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces, so equal identities always hash equally."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _encode(value: Any) -> tuple[str, Any]:
-    if isinstance(value, np.ndarray):
-        # float32 (and smaller) arrays stay float32; anything else is kept as float64, so
-        # that a value read back equals the value computed.
-        dtype, prefix = (np.float32, "f32") if value.dtype in (np.float16, np.float32) else (np.float64, "f64")
-        array = np.ascontiguousarray(value, dtype=dtype)
-        return f"{prefix}:" + ",".join(str(n) for n in array.shape), array.tobytes()
-    if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
-        # SQLite stores NaN as NULL; the kind restores it on reading.
-        return "float", float(value)
-    return "json", canonical_json(value)
-
-
-def _decode(kind: str, value: Any) -> Any:
-    if kind == "float":
-        return float("nan") if value is None else float(value)
-    if kind[:4] in ("f32:", "f64:"):
-        shape = tuple(int(n) for n in kind[4:].split(",") if n)
-        dtype = np.float32 if kind.startswith("f32") else np.float64
-        return np.frombuffer(value, dtype=dtype).reshape(shape).copy()
-    return json.loads(value)
-
-
-class ScoreCache:
-    """A cache of computed values in one SQLite file: floats, float32 or float64 arrays, or JSON values.
-
-    Safe to share between processes; the connection is opened lazily per process, so the
-    object can be pickled (e.g. sent to Ray workers) and reopened on the other side.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None = None):
-        self.path = Path(path) if path is not None else default_cache_path()
-        self._connection: sqlite3.Connection | None = None
-        self._pid: int | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
-
-    def __repr__(self) -> str:
-        return f"ScoreCache({str(self.path)!r})"
-
-    @property
-    def connection(self) -> sqlite3.Connection:
-        """The open connection of this process, created (with the schema) on first use."""
-        if self._connection is None or self._pid != os.getpid():
-            self._connection = self._open()
-            self._pid = os.getpid()
-        return self._connection
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL loses no committed transaction when a process dies; only an
-            # operating-system crash may lose the last few, and never corrupts the file.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            with _transaction(connection):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
-        except sqlite3.DatabaseError as error:
-            raise CacheError(f"{self.path}: cannot open the score cache ({error}); remove it or pass another --cache-path") from error
-        except OSError as error:
-            raise CacheError(f"{self.path}: cannot create the score cache ({error})") from error
-        return connection
-
-    def close(self) -> None:
-        """Close this process's connection (it reopens on next use)."""
-        if self._connection is not None and self._pid == os.getpid():
-            self._connection.close()
-        self._connection = None
-
-    def get_many(self, namespace: str, keys: Sequence[str]) -> dict[str, Any]:
-        """The cached values of those keys that are present, by key."""
-        found: dict[str, Any] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), _QUERY_BATCH):
-            batch = unique[start : start + _QUERY_BATCH]
-            marks = ",".join("?" * len(batch))
-            rows = self.connection.execute(
-                f"SELECT key, kind, value FROM entries WHERE namespace = ? AND key IN ({marks})", (namespace, *batch)
-            )
-            for key, kind, value in rows:
-                found[key] = _decode(kind, value)
-        return found
-
-    def put_many(self, namespace: str, items: Mapping[str, Any], description: Mapping[str, Any] | str | None = None) -> None:
-        """Store values by key in one transaction; `description` names the namespace for `info()`."""
-        rows = [(namespace, key, *_encode(value)) for key, value in items.items()]
-        connection = self.connection
-        with _transaction(connection):
-            if description is not None:
-                text = description if isinstance(description, str) else canonical_json(description)
-                connection.execute(
-                    "INSERT OR IGNORE INTO namespaces (namespace, description, created) VALUES (?, ?, ?)",
-                    (namespace, text, time.time()),
-                )
-            connection.executemany(
-                "INSERT OR REPLACE INTO entries (namespace, key, kind, value) VALUES (?, ?, ?, ?)", rows
-            )
-
-    def info(self) -> dict[str, Any]:
-        """Path, file size and, per namespace, its description and number of entries."""
-        if not self.path.exists():
-            return {"path": str(self.path), "exists": False, "bytes": 0, "entries": 0, "namespaces": []}
-        rows = self.connection.execute(
-            "SELECT e.namespace, COUNT(*), COALESCE(n.description, '') FROM entries e "
-            "LEFT JOIN namespaces n ON n.namespace = e.namespace GROUP BY e.namespace ORDER BY COUNT(*) DESC"
-        ).fetchall()
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        namespaces = [{"namespace": ns, "entries": count, "description": description} for ns, count, description in rows]
-        return {
-            "path": str(self.path),
-            "exists": True,
-            "bytes": size,
-            "entries": sum(n["entries"] for n in namespaces),
-            "namespaces": namespaces,
-        }
-
-    def clear(self, namespace: str | None = None) -> int:
-        """Delete every entry (and memoised file digest), or only one namespace's; returns entries removed."""
-        if not self.path.exists():
-            return 0
-        connection = self.connection
-        with _transaction(connection):
-            if namespace is None:
-                removed = connection.execute("DELETE FROM entries").rowcount
-                connection.execute("DELETE FROM namespaces")
-                connection.execute("DELETE FROM file_digests")
-            else:
-                removed = connection.execute("DELETE FROM entries WHERE namespace = ?", (namespace,)).rowcount
-                connection.execute("DELETE FROM namespaces WHERE namespace = ?", (namespace,))
-        if namespace is None:
-            connection.execute("VACUUM")
-        return removed
-
-    def file_digest(self, path: str | os.PathLike[str]) -> str:
-        """The sha256 of a file's content, computed once per (path, size, mtime) and remembered here."""
-        resolved = str(Path(path).resolve())
-        stat = os.stat(resolved)
-        row = self.connection.execute(
-            "SELECT sha256 FROM file_digests WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (resolved, stat.st_size, stat.st_mtime_ns),
-        ).fetchone()
-        if row:
-            return row[0]
-        digest = _sha256_file(resolved)
-        with _transaction(self.connection):
-            self.connection.execute(
-                "INSERT OR REPLACE INTO file_digests (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-                (resolved, stat.st_size, stat.st_mtime_ns, digest),
-            )
-        return digest
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; immediate so two writers never deadlock."""
-
-    def __init__(self, connection: sqlite3.Connection):
-        self.connection = connection
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN IMMEDIATE")
-        return self.connection
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.connection.execute("COMMIT")
-        else:
-            self.connection.execute("ROLLBACK")
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_digest(path: str | os.PathLike[str], cache: ScoreCache | None = None) -> str:
-    """The sha256 of a file's content, memoised in the score cache (the default one unless given)."""
-    try:
-        return (cache or ScoreCache()).file_digest(path)
-    except (sqlite3.Error, SftselectError, OSError):
-        # A cache that cannot be written only costs us the memo, never the digest.
-        return _sha256_file(str(path))
-
-
-def folder_digest(folder: str | os.PathLike[str], cache: ScoreCache | None = None) -> str:
-    """A sha256 over every weight, config and tokenizer file in a model folder (names and contents)."""
-    root = Path(folder)
-    if root.is_file():
-        return file_digest(root, cache)
-    parts = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
-        parts.append(f"{file.relative_to(root).as_posix()}={file_digest(file, cache)}")
-    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+    def run(self, model: Any, action: str, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any]]]:
+        """`(positions, values)` batches of `run_model(model, action, ...)` over `items`, in any order."""
 
 
 def scorer_identity(scorer: Any) -> dict[str, Any]:
@@ -316,106 +46,160 @@ def scorer_identity(scorer: Any) -> dict[str, Any]:
     return dict(identity)
 
 
-def cached_values(
-    cache: ScoreCache,
-    namespace: str,
-    keys: Sequence[str],
-    compute: Callable[[list[int]], Iterable[Any]],
-    *,
-    chunk_size: int | None = None,
-    description: Mapping[str, Any] | None = None,
-    label: str = "computing",
-    source: str = "the model",
-) -> tuple[list[Any], int]:
-    """Values for `keys` from the cache; the missing ones from `compute(positions)`, committed chunk by chunk.
+def run_model(model: Any, action: str, items: Sequence[Any]) -> list[Any]:
+    """One value per item, as the store keeps it: a score (`score`), a float32 vector (`embed`),
+    or `[score, truncated]` for deita's `complexity` (items: 1-tuples) and `quality` (pairs)."""
+    if action == "score":
+        values = list(np.asarray(model.score(items), dtype=np.float64))
+    elif action == "embed":
+        values = list(np.asarray(model.embed(items), dtype=np.float32))
+    elif action in PROMPT_KINDS:
+        if action == "complexity":
+            result = model.complexity([instruction for instruction, in items])
+        else:
+            result = model.quality([instruction for instruction, _ in items], [response for _, response in items])
+        values = [[float(value), bool(cut)] for value, cut in zip(result.scores, result.truncated)]
+    else:
+        raise OptionError(f"unknown model action {action!r}")
+    if len(values) != len(items):
+        raise SftselectError(f"{model_name(model)} returned {len(values)} results for {len(items)} inputs")
+    return values
 
-    Each distinct missing key is computed once, at its first position. Returns the values in
-    the order of `keys` and how many were computed.
+
+def model_name(model: Any) -> str:
+    """The name a progress bar shows for a model."""
+    return str(getattr(model, "name", type(model).__name__))
+
+
+class InProcess:
+    """The default executor: runs the model here, on consecutive chunks of items (`SFTSELECT_CACHE_CHUNK_SIZE`)."""
+
+    label = ""
+
+    def __init__(self, chunk_size: int | None = None):
+        self.chunk_size = chunk_size or default_chunk_size()
+
+    def identity(self, model: Any) -> dict[str, Any]:
+        """The model's own `identity`."""
+        return scorer_identity(model)
+
+    def run(self, model: Any, action: str, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any]]]:
+        """Chunk after chunk, in order."""
+        compute = in_chunks(lambda positions: run_model(model, action, [items[p] for p in positions]), self.chunk_size)
+        return compute(list(range(len(items))))
+
+
+class _CachedModel:
+    """Values of one model's action over items: from the cache where present, the rest from the executor.
+
+    Without a cache (a Ray run under --no-cache), each distinct item is still computed once.
     """
-    found = cache.get_many(namespace, keys)
-    first_position: dict[str, int] = {}
-    for position, key in enumerate(keys):
-        if key not in found and key not in first_position:
-            first_position[key] = position
-    missing = list(first_position.items())
-    if missing:
-        size = chunk_size or default_chunk_size()
-        with progress(label, total=len(missing), unit="records") as bar:
-            for start in range(0, len(missing), size):
-                chunk = missing[start : start + size]
-                values = list(compute([position for _, position in chunk]))
-                if len(values) != len(chunk):
-                    raise SftselectError(f"{source} returned {len(values)} results for {len(chunk)} inputs")
-                computed = dict(zip((key for key, _ in chunk), values))
-                cache.put_many(namespace, computed, description)
-                found.update(computed)
-                bar.advance(len(chunk))
-    return [found[key] for key in keys], len(missing)
+
+    def __init__(self, model: Any, cache: ScoreCache | None, executor: Executor, purpose: str, name: str, label: str):
+        self.inner = model
+        self.cache = cache
+        self.executor = executor
+        self.name = name
+        self.label = f"{label}{executor.label})"
+        self.identity: dict[str, Any] | None = executor.identity(model) if cache is not None else None
+        self.namespace = identity_namespace(self.identity, purpose) if self.identity is not None else ""
+        self._store_description = {
+            "name": name, "purpose": "embed" if purpose == "embed" else "score", "identity": self.identity,
+        }
+        self.last_hits = 0
+        self.last_computed = 0
+
+    def _values(self, action: str, keys: list[str], items: Sequence[Any]) -> list[Any]:
+        def compute(positions: list[int]) -> Iterator[tuple[list[int], list[Any]]]:
+            for done, values in self.executor.run(self.inner, action, [items[position] for position in positions]):
+                yield [positions[row] for row in done], values
+
+        values, self.last_computed = cached_values(
+            self.cache,
+            self.namespace,
+            keys,
+            compute,
+            description=self._store_description,
+            label=self.label,
+            source=self.name,
+        )
+        self.last_hits = len(keys) - self.last_computed
+        return values
 
 
-class CachedScorer:
+class CachedScorer(_CachedModel):
     """Wraps a scorer: looks every record up in the cache, scores only the misses, in committed chunks.
 
     A record's cache key is its content, so duplicates are scored once and a run killed
     mid-way resumes after the last committed chunk.
     """
 
-    purpose = "score"
-
-    def __init__(self, scorer: Any, cache: ScoreCache, chunk_size: int | None = None, description: str = "scoring"):
-        self.inner = scorer
-        self.cache = cache
-        self.chunk_size = chunk_size or default_chunk_size()
-        self.description = description
-        self.name: str = getattr(scorer, "name", type(scorer).__name__)
-        self.identity: dict[str, Any] = scorer_identity(scorer)
-        self.namespace = identity_namespace(self.identity, self.purpose)
-        self.last_hits = 0
-        self.last_computed = 0
-
-    def _compute(self, records: Sequence[Record]) -> Iterable[Any]:
-        return np.asarray(self.inner.score(records), dtype=np.float64)
-
-    def _values(self, records: Sequence[Record]) -> list[Any]:
-        description = {"name": self.name, "purpose": self.purpose, "identity": self.identity}
-        values, self.last_computed = cached_values(
-            self.cache,
-            self.namespace,
-            [record_key(record) for record in records],
-            lambda positions: self._compute([records[p] for p in positions]),
-            chunk_size=self.chunk_size,
-            description=description,
-            label=self.description,
-            source=self.name,
-        )
-        self.last_hits = len(records) - self.last_computed
-        return values
+    def __init__(
+        self, scorer: Any, cache: ScoreCache | None, chunk_size: int | None = None,
+        description: str = "scoring", executor: Executor | None = None,
+    ):
+        executor = executor or InProcess(chunk_size)
+        super().__init__(scorer, cache, executor, "score", model_name(scorer), f"{description} ({model_name(scorer)}")
 
     def score(self, records: Sequence[Record]) -> np.ndarray:
         """One float64 score per record, from the cache where present, else from the inner scorer."""
-        return np.asarray(self._values(records), dtype=np.float64).reshape(len(records))
+        values = self._values("score", [record_key(record) for record in records], records)
+        return np.asarray(values, dtype=np.float64).reshape(len(records))
 
 
-class CachedEmbedder(CachedScorer):
+class CachedEmbedder(_CachedModel):
     """Wraps an embedder (`embed(records) -> float32 [N, d]`) the way CachedScorer wraps a scorer."""
 
-    purpose = "embed"
-
-    def __init__(self, embedder: Any, cache: ScoreCache, chunk_size: int | None = None, description: str = "embedding"):
-        super().__init__(embedder, cache, chunk_size, description)
-
-    def _compute(self, records: Sequence[Record]) -> Iterable[Any]:
-        return list(np.asarray(self.inner.embed(records), dtype=np.float32))
+    def __init__(
+        self, embedder: Any, cache: ScoreCache | None, chunk_size: int | None = None,
+        description: str = "embedding", executor: Executor | None = None,
+    ):
+        executor = executor or InProcess(chunk_size)
+        super().__init__(embedder, cache, executor, "embed", model_name(embedder), f"{description} ({model_name(embedder)}")
 
     def embed(self, records: Sequence[Record]) -> np.ndarray:
         """One float32 vector per record, from the cache where present, else from the inner embedder."""
-        values = self._values(records)
+        values = self._values("embed", [record_key(record) for record in records], records)
         if not values:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(values).astype(np.float32, copy=False)
 
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        raise TypeError("an embedder has no score(); call embed()")
+
+class CachedPromptModel:
+    """Wraps a prompt-scoring model (deita's `complexity(instructions)` and `quality(instructions, responses)`,
+    each returning `scores` and `truncated`) so that each distinct prompt is scored once, across runs and executors."""
+
+    def __init__(
+        self, model: Any, cache: ScoreCache | None, chunk_size: int | None = None, executor: Executor | None = None
+    ):
+        executor = executor or InProcess(chunk_size)
+        self.inner = model
+        self.identity = scorer_identity(model) if cache is not None else None
+        shown = getattr(model, "name_or_path", None) or model_name(model)
+        self._kinds = {
+            kind: _CachedModel(model, cache, executor, f"deita-{kind}", f"deita-{kind}", f"deita {kind} ({shown}")
+            for kind in PROMPT_KINDS
+        }
+        self.last_computed = 0
+
+    def complexity(self, instructions: Sequence[str]) -> Any:
+        """Complexity scores of instructions, from the cache where present."""
+        return self._scores("complexity", [(text,) for text in instructions])
+
+    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
+        """Quality scores of (instruction, response) pairs, from the cache where present."""
+        return self._scores("quality", list(zip(instructions, responses, strict=True)))
+
+    def _scores(self, kind: str, texts: list[tuple[str, ...]]) -> Any:
+        from sftselect.models.deita import PromptScores
+
+        cached = self._kinds[kind]
+        values = cached._values(kind, [prompt_key(text) for text in texts], texts)
+        self.last_computed = cached.last_computed
+        return PromptScores(
+            scores=np.array([value for value, _ in values], dtype=np.float64),
+            truncated=np.array([cut for _, cut in values], dtype=bool),
+        )
 
 
 def cached(model: Any, cache: ScoreCache | None, chunk_size: int | None = None) -> Any:
@@ -466,48 +250,3 @@ def describe_info(info: Mapping[str, Any]) -> Any:
         label = str(description.get("name", "?")) + (f" ({model})" if model else "")
         table.add_row(namespace["namespace"][:12], str(description.get("purpose", "")), label, str(namespace["entries"]))
     return table
-
-
-class CachedPromptModel:
-    """Wraps a prompt-scoring model (deita's `complexity(instructions)` and `quality(instructions, responses)`,
-    each returning `scores` and `truncated`) so that each distinct prompt is scored once, across runs."""
-
-    def __init__(self, model: Any, cache: ScoreCache, chunk_size: int | None = None):
-        self.inner = model
-        self.cache = cache
-        self.chunk_size = chunk_size
-        self.identity = scorer_identity(model)
-        self.last_computed = 0
-
-    def complexity(self, instructions: Sequence[str]) -> Any:
-        """Complexity scores of instructions, from the cache where present."""
-        return self._run("complexity", [(text,) for text in instructions], lambda rows: self.inner.complexity([r[0] for r in rows]))
-
-    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
-        """Quality scores of (instruction, response) pairs, from the cache where present."""
-        pairs = list(zip(instructions, responses))
-        return self._run("quality", pairs, lambda rows: self.inner.quality([r[0] for r in rows], [r[1] for r in rows]))
-
-    def _run(self, kind: str, texts: list[tuple[str, ...]], score: Callable[[list[tuple[str, ...]]], Any]) -> Any:
-        from sftselect.models.deita import PromptScores
-
-        def compute(positions: list[int]) -> list[list[Any]]:
-            result = score([texts[p] for p in positions])
-            return [[float(value), bool(cut)] for value, cut in zip(result.scores, result.truncated)]
-
-        keys = [prompt_key(text) for text in texts]
-        name = str(self.identity.get("model") or type(self.inner).__name__)
-        values, self.last_computed = cached_values(
-            self.cache,
-            identity_namespace(self.identity, f"deita-{kind}"),
-            keys,
-            compute,
-            chunk_size=self.chunk_size,
-            description={"name": f"deita-{kind}", "purpose": "score", "identity": self.identity},
-            label=f"deita {kind} ({name})",
-            source=name,
-        )
-        return PromptScores(
-            scores=np.array([value for value, _ in values], dtype=np.float64),
-            truncated=np.array([cut for _, cut in values], dtype=bool),
-        )

@@ -1,7 +1,8 @@
-"""Engines that read, score, embed and write: in this process, or on a Ray cluster through Ray Data.
+"""The Ray engine: reads, runs models and writes on a Ray cluster through Ray Data.
 
-Both engines look every record up in the score cache first and send only the misses to
-the model, committing results chunk by chunk, so either one resumes an interrupted run.
+It is an executor for the cache wrappers of `sftselect.engine.cache`: they look every
+record up in the score cache first and send only the misses here, committing results as
+they stream back, so a Ray run resumes like a local one (`sftselect.engine.local`).
 Selection steps that need the whole pool run on the driver, between reading and writing.
 """
 
@@ -13,85 +14,19 @@ import pickle
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.cache import (
-    CachedEmbedder,
-    CachedPromptModel,
-    CachedScorer,
-    ScoreCache,
-    default_chunk_size,
-    identity_namespace,
-    prompt_key,
-    record_key,
-    scorer_identity,
-)
-from sftselect.engine.progress import progress
+from sftselect.engine.cache import PROMPT_KINDS, CachedEmbedder, CachedPromptModel, CachedScorer, run_model, scorer_identity
 from sftselect.errors import OptionError, SftselectError
 from sftselect.io.blocks import check_same_file, open_jsonl_blocks, read_jsonl_block, splits_into_blocks
 from sftselect.io.atomic import temporary_beside
 from sftselect.io.dataset import Dataset, read_dataset
-from sftselect.io.write import plan_selection, write_jsonl_part, write_selection
+from sftselect.io.write import plan_selection, write_jsonl_part
+from sftselect.progress import progress
 from sftselect.records import Record, Turn
-
-ENGINES = ("local", "ray")
-PROMPT_KINDS = ("complexity", "quality")
-
-
-class LocalEngine:
-    """Reads, runs models and writes in this process, through the cache when one is given."""
-
-    name = "local"
-
-    def __init__(self, cache: ScoreCache | None = None, chunk_size: int | None = None):
-        self.cache = cache
-        self.chunk_size = chunk_size or default_chunk_size()
-        self.last_computed = 0
-
-    def read(
-        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
-    ) -> Dataset:
-        """Read a source whole (`read_dataset`)."""
-        return read_dataset(source, format, field_map, on_error)
-
-    def write_selection(
-        self, data: Dataset, indices: Sequence[int], dest: str | Path,
-        scores: Mapping[str, Sequence[float]] | None = None, overwrite: bool = False,
-    ) -> Path:
-        """Write the chosen records back losslessly (`write_selection`)."""
-        return write_selection(data, indices, dest, scores, overwrite)
-
-    def score(self, records: Sequence[Record], scorer: Any) -> np.ndarray:
-        """One float64 score per record."""
-        if self.cache is None:
-            self.last_computed = len(records)
-            return np.asarray(scorer.score(records), dtype=np.float64)
-        cached = CachedScorer(scorer, self.cache, self.chunk_size, description=f"scoring ({cached_name(scorer)})")
-        scores = cached.score(records)
-        self.last_computed = cached.last_computed
-        return scores
-
-    def embed(self, records: Sequence[Record], embedder: Any) -> np.ndarray:
-        """One float32 vector per record, as a matrix [N, d]."""
-        if self.cache is None:
-            self.last_computed = len(records)
-            return np.asarray(embedder.embed(records), dtype=np.float32)
-        cached = CachedEmbedder(embedder, self.cache, self.chunk_size, description=f"embedding ({cached_name(embedder)})")
-        vectors = cached.embed(records)
-        self.last_computed = cached.last_computed
-        return vectors
-
-    def prompt_model(self, model: Any) -> Any:
-        """A deita prompt model (`complexity`, `quality`) that runs here, through the cache when there is one."""
-        return model if self.cache is None else CachedPromptModel(model, self.cache, self.chunk_size)
-
-
-def cached_name(model: Any) -> str:
-    """The name a progress bar shows for a model."""
-    return str(getattr(model, "name", type(model).__name__))
-
+from sftselect.store import ScoreCache, default_chunk_size
 
 def _placed(model: Any) -> Any:
     """The model on the GPU Ray assigned to this worker, else on the CPU (a model without `to` stays as it is)."""
@@ -118,23 +53,31 @@ class _ModelActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.action in PROMPT_KINDS:
-            instructions = [str(text) for text in batch["instruction"]]
-            if self.action == "complexity":
-                result = self.model.complexity(instructions)
-            else:
-                result = self.model.quality(instructions, [str(text) for text in batch["response"]])
-            return {"position": batch["position"], "value": np.column_stack([result.scores, result.truncated])}
-        records = [
-            Record(str(record_id), tuple(Turn(role, text) for role, text in json.loads(turns)), {}, int(index))
-            for record_id, turns, index in zip(batch["id"], batch["turns"], batch["index"])
-        ]
-        if self.action == "embed":
-            values = np.asarray(self.model.embed(records), dtype=np.float32)
+            fields = ("instruction",) if self.action == "complexity" else ("instruction", "response")
+            items: list[Any] = [tuple(str(text) for text in texts) for texts in zip(*(batch[name] for name in fields))]
         else:
-            values = np.asarray(self.model.score(records), dtype=np.float64)
-        if len(values) != len(records):
-            raise SftselectError(f"{cached_name(self.model)} returned {len(values)} results for {len(records)} records")
-        return {"position": batch["position"], "value": values}
+            items = [
+                Record(str(record_id), tuple(Turn(role, text) for role, text in json.loads(turns)), {}, int(index))
+                for record_id, turns, index in zip(batch["id"], batch["turns"], batch["index"])
+            ]
+        return {"position": batch["position"], "value": np.asarray(run_model(self.model, self.action, items))}
+
+
+def _row(item: Any) -> dict[str, Any]:
+    """What an actor needs of one item: a record's id, index and turns, or a prompt's texts."""
+    if isinstance(item, Record):
+        turns = json.dumps([[turn.role, turn.text] for turn in item.turns], ensure_ascii=False)
+        return {"id": item.id, "index": item.index, "turns": turns}
+    return dict(zip(("instruction", "response"), item))
+
+
+def _kept(action: str, value: np.ndarray) -> Any:
+    """An actor's result for one item as the store keeps it (see `run_model`)."""
+    if action == "score":
+        return float(value)
+    if action == "embed":
+        return np.asarray(value)
+    return [float(value[0]), bool(value[1])]
 
 
 def _read_block(
@@ -174,6 +117,7 @@ class RayEngine:
     """
 
     name = "ray"
+    label = ", ray"
 
     def __init__(
         self,
@@ -195,6 +139,7 @@ class RayEngine:
         self.read_block_bytes = read_block_bytes
         self.write_part_size = write_part_size
         self.last_computed = 0
+        self._shipment: tuple[Any, Any] | None = None
 
     def _ray(self) -> Any:
         try:
@@ -277,81 +222,42 @@ class RayEngine:
 
     def score(self, records: Sequence[Record], scorer: Any) -> np.ndarray:
         """One float64 score per record, computed on the cluster where not cached."""
-        values = self._cached_records(records, scorer, "score")
-        return np.asarray(values, dtype=np.float64).reshape(len(records))
+        cached = CachedScorer(scorer, self.cache, executor=self)
+        scores = cached.score(records)
+        self.last_computed = cached.last_computed
+        return scores
 
     def embed(self, records: Sequence[Record], embedder: Any) -> np.ndarray:
         """One float32 vector per record, as a matrix [N, d], computed on the cluster where not cached."""
-        values = self._cached_records(records, embedder, "embed")
-        if not values:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack(values).astype(np.float32, copy=False)
+        cached = CachedEmbedder(embedder, self.cache, executor=self)
+        vectors = cached.embed(records)
+        self.last_computed = cached.last_computed
+        return vectors
 
-    def prompt_model(self, model: Any) -> "RayPromptModel":
+    def prompt_model(self, model: Any) -> CachedPromptModel:
         """A deita prompt model (`complexity`, `quality`) whose prompts are scored on the cluster, through the cache."""
-        return RayPromptModel(self, model)
+        return CachedPromptModel(model, self.cache, executor=self)
 
-    def _cached_records(self, records: Sequence[Record], model: Any, purpose: str) -> list[Any]:
-        def row(position: int) -> dict[str, Any]:
-            record = records[position]
-            turns = json.dumps([[turn.role, turn.text] for turn in record.turns], ensure_ascii=False)
-            return {"id": record.id, "index": record.index, "turns": turns}
-
-        return self._cached(
-            model, [record_key(record) for record in records], row,
-            action=purpose, purpose=purpose, name=cached_name(model), convert=float if purpose == "score" else np.asarray,
-        )
-
-    def _cached(
-        self,
-        model: Any,
-        keys: list[str],
-        row: Callable[[int], dict[str, Any]],
-        *,
-        action: str,
-        purpose: str,
-        name: str,
-        convert: Callable[[np.ndarray], Any],
-    ) -> list[Any]:
-        """Values for `keys`: from the cache where present, the rest (each distinct key once) from the model on the cluster.
-
-        `row(position)` is what an actor needs of the item at a position; `action` is the
-        model's method it runs (score, embed, complexity, quality); `purpose` and `name` place
-        and label the results in the cache; `convert` turns an actor's result for one item into
-        the value kept (a score, a vector, a [score, truncated] pair).
-        """
+    def identity(self, model: Any) -> dict[str, Any]:
+        """The model's identity as an actor places it: on a GPU when the cluster has them (SCAR then names bf16)."""
         ray = self._ray()
-        model = model.to("cpu") if hasattr(model, "to") else model
         gpus = self._gpus_per_actor(ray)
-        model_ref = ray.put(model) if gpus else None
-        namespace = description = None
-        found: dict[str, Any] = {}
-        if self.cache is not None:
-            if gpus:
-                identity = ray.get(ray.remote(_placed_identity).options(num_gpus=gpus).remote(model_ref))
-            else:
-                identity = scorer_identity(model)
-            namespace = identity_namespace(identity, purpose)
-            description = {"name": name, "purpose": "embed" if purpose == "embed" else "score", "identity": identity}
-            found = self.cache.get_many(namespace, keys)
-        first_position: dict[str, int] = {}
-        for position, key in enumerate(keys):
-            if key not in found and key not in first_position:
-                first_position[key] = position
-        self.last_computed = len(first_position)
-        if first_position:
-            rows = [{"position": position, **row(position)} for position in first_position.values()]
-            if model_ref is None:
-                model_ref = ray.put(model)
-            label = f"{'embedding' if action == 'embed' else 'scoring'} ({name}, ray)"
-            with progress(label, total=len(rows)) as bar:
-                for batch in self._run(ray, model_ref, gpus, action, rows):
-                    chunk = {keys[int(position)]: convert(value) for position, value in zip(batch["position"], batch["value"])}
-                    if self.cache is not None:
-                        self.cache.put_many(namespace, chunk, description)
-                    found.update(chunk)
-                    bar.advance(len(chunk))
-        return [found[key] for key in keys]
+        if not gpus:
+            return scorer_identity(model)
+        return ray.get(ray.remote(_placed_identity).options(num_gpus=gpus).remote(self._shipped(ray, model)))
+
+    def run(self, model: Any, action: str, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any]]]:
+        """Batches of `(positions, values)` of the model's `action` over items, from a pool of actors, as they come."""
+        ray = self._ray()
+        rows = [{"position": position, **_row(item)} for position, item in enumerate(items)]
+        for batch in self._run(ray, self._shipped(ray, model), self._gpus_per_actor(ray), action, rows):
+            yield [int(position) for position in batch["position"]], [_kept(action, value) for value in batch["value"]]
+
+    def _shipped(self, ray: Any, model: Any) -> Any:
+        """The model in Ray's object store, sent from the driver's CPU; sent once for consecutive uses of one model."""
+        if self._shipment is None or self._shipment[0] is not model:
+            self._shipment = (model, ray.put(model.to("cpu") if hasattr(model, "to") else model))
+        return self._shipment[1]
 
     def _run(self, ray: Any, model_ref: Any, gpus: float, action: str, rows: list[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
         """Batches of results (`position`, `value`, ...) of `action` over rows, from a pool of actors, as they come."""
@@ -366,41 +272,6 @@ class RayEngine:
         )
         with _results(dataset.iter_batches(batch_size=self.chunk_size, batch_format="numpy")) as batches:
             yield from batches
-
-
-class RayPromptModel:
-    """A deita prompt model whose prompts are looked up in the engine's cache and the rest scored by Ray actors.
-
-    Keys and namespaces are those of `CachedPromptModel`, so local and Ray runs share results.
-    """
-
-    def __init__(self, engine: RayEngine, model: Any):
-        self.engine = engine
-        self.inner = model
-        self.identity = scorer_identity(model)
-
-    def complexity(self, instructions: Sequence[str]) -> Any:
-        """Complexity scores of instructions."""
-        return self._scores("complexity", [(text,) for text in instructions])
-
-    def quality(self, instructions: Sequence[str], responses: Sequence[str]) -> Any:
-        """Quality scores of (instruction, response) pairs."""
-        return self._scores("quality", list(zip(instructions, responses, strict=True)))
-
-    def _scores(self, kind: str, texts: list[tuple[str, ...]]) -> Any:
-        from sftselect.models.deita import PromptScores
-
-        def row(position: int) -> dict[str, str]:
-            return dict(zip(("instruction", "response"), texts[position]))
-
-        values = self.engine._cached(
-            self.inner, [prompt_key(text) for text in texts], row, action=kind, purpose=f"deita-{kind}",
-            name=f"deita-{kind}", convert=lambda value: [float(value[0]), bool(value[1])],
-        )
-        return PromptScores(
-            scores=np.array([value for value, _ in values], dtype=np.float64),
-            truncated=np.array([cut for _, cut in values], dtype=bool),
-        )
 
 
 def _blocks_in_order(rows: Iterable[dict[str, Any]], bar: Any) -> Iterator[Any]:
@@ -445,19 +316,3 @@ def _our_error(error: BaseException | None) -> SftselectError | None:
             return error
         error = wrapped or error.__cause__ or error.__context__
     return None
-
-
-def get_engine(
-    name: str = "local",
-    ray_address: str | None = None,
-    cache: ScoreCache | None = None,
-    chunk_size: int | None = None,
-) -> LocalEngine | RayEngine:
-    """The engine a command asked for with --engine (and --ray-address)."""
-    if name == "local":
-        if ray_address:
-            raise OptionError("--ray-address needs --engine ray")
-        return LocalEngine(cache, chunk_size)
-    if name == "ray":
-        return RayEngine(ray_address, cache, chunk_size)
-    raise OptionError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, TextIO
 
-from sftselect.engine.progress import is_quiet
+from sftselect.progress import is_quiet
 
 
 @dataclass
@@ -60,8 +60,8 @@ class RunSummary:
         """Seconds since the summary was created."""
         return time.perf_counter() - self.started
 
-    def lines(self) -> list[str]:
-        """The summary as short human-readable lines."""
+    def rows(self) -> list[tuple[str, str]]:
+        """The counts as (label, value) pairs, in the order they are printed."""
         skipped_total = sum(self.skipped.values())
         skipped = f"{skipped_total}"
         if skipped_total:
@@ -69,34 +69,21 @@ class RunSummary:
         scored = f"{self.scored}"
         if self.from_cache:
             scored += f" (+{self.from_cache} from the cache)"
-        lines = [
-            f"{self.command} finished in {_duration(self.elapsed)}",
-            f"  read:         {self.read}",
-            f"  skipped:      {skipped}",
-            f"  deduplicated: {self.deduplicated}",
-            f"  scored:       {scored}",
-            f"  selected:     {self.selected}",
-        ]
+        return [("read", str(self.read)), ("skipped", skipped), *self.filter_rows(), ("scored", scored), ("selected", str(self.selected))]
+
+    def filter_rows(self) -> list[tuple[str, str]]:
+        """The rows of what was removed before scoring; a command with several filters details them."""
+        return [("deduplicated", str(self.deduplicated))]
+
+    def lines(self) -> list[str]:
+        """The summary as short human-readable lines."""
+        lines = [f"{self.command} finished in {_duration(self.elapsed)}"]
+        lines += [f"  {label + ':':<13} {value}" for label, value in self.rows()]
         if self.written_to:
             lines.append(f"  written to:   {self.written_to}")
         if self.step_seconds:
             lines.append("  time by step: " + ", ".join(f"{n} {_duration(s)}" for n, s in self.step_seconds.items()))
         return lines
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counts as plain data (for logs and tests)."""
-        return {
-            "command": self.command,
-            "read": self.read,
-            "skipped": dict(self.skipped),
-            "deduplicated": self.deduplicated,
-            "scored": self.scored,
-            "from_cache": self.from_cache,
-            "selected": self.selected,
-            "written_to": self.written_to,
-            "seconds": round(self.elapsed, 3),
-            "step_seconds": {name: round(seconds, 3) for name, seconds in self.step_seconds.items()},
-        }
 
     def report(self, stream: TextIO | None = None) -> None:
         """Print the summary to stderr, unless progress output is quiet (--quiet)."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftselect.engine.progress import progress
 from sftselect.errors import ModelLoadError
+from sftselect.progress import progress
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
 
 OUTPUT_TAIL_CHARS = 2000
 REPLY_BYTES = 1024 * 1024

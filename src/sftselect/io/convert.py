@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from sftselect.engine.progress import progress
 from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_outputs
 from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import Format, RecordProblem
 from sftselect.io.write import data_outputs, dest_container, skipped_path, write_rows, write_skipped
+from sftselect.progress import progress
 from sftselect.records import Record
 
 TARGETS = ("sharegpt", "alpaca", "messages")

@@ -9,10 +9,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import DataError
 from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import FORMATS
+from sftselect.progress import progress
 from sftselect.records import Record
 
 

@@ -13,8 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
 from sftselect.errors import ModelLoadError, OptionError
+from sftselect.progress import progress
 
 # The released models' training format; every space and newline matters.
 COMPLEXITY_TEMPLATE = (
@@ -32,16 +33,6 @@ DEFAULT_TOKEN_BUDGET = 16384
 # Padding is computed like real tokens, so a batch whose pads would exceed this share of its
 # real tokens is closed early; with many prompts sorted by length, batches still fill up.
 MAX_PADDING = 0.1
-
-
-def complexity_prompt(instruction: str) -> str:
-    """The complexity scorer's prompt for one instruction."""
-    return COMPLEXITY_TEMPLATE.format(instruction=instruction)
-
-
-def quality_prompt(instruction: str, response: str) -> str:
-    """The quality scorer's prompt for one instruction and its response."""
-    return QUALITY_TEMPLATE.format(instruction=instruction, output=response)
 
 
 def digit_token_ids(tokenizer: Any) -> list[int]:
@@ -182,8 +173,7 @@ class DeitaScorerModel:
             raise OptionError(f"max_length {self.max_length} exceeds the model's context of {context} tokens")
         self.digit_ids = digit_token_ids(tokenizer)
         self.prompts = PromptEncoder(tokenizer, self.max_length)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -218,7 +208,7 @@ class DeitaScorerModel:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines this scorer's numbers."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "model": self.name_or_path,
@@ -241,19 +231,14 @@ class DeitaScorerModel:
     def _score_distinct(self, prompts: Sequence[list[int]], description: str) -> np.ndarray:
         import torch
 
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        lengths = [len(prompt) for prompt in prompts]
         scores = np.empty(len(prompts), dtype=np.float64)
         device = next(self.model.parameters()).device
         digit_index = torch.tensor(self.digit_ids, device=device)
         with progress(description, total=len(prompts), unit="prompts") as bar, torch.inference_mode():
-            for batch in _batches(order, [len(p) for p in prompts], self.batch_size, self.token_budget):
-                width = len(prompts[batch[0]])
-                input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    ids = prompts[index]
-                    input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                    attention_mask[row, width - len(ids) :] = 1
+            batches = length_batches(longest_first(lengths), lengths, self.batch_size, self.token_budget, MAX_PADDING)
+            for batch in batches:
+                input_ids, attention_mask = pad_batch([prompts[index] for index in batch], self.pad_id, left=True)
                 # Positions count real tokens only, so a left-padded prompt sees the same
                 # positions as it would alone.
                 position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -303,24 +288,3 @@ def _share_room(lengths: Mapping[str, int], room: int) -> dict[str, int]:
             room -= length
             del remaining[name]
     return shares
-
-
-def _batches(
-    order: Sequence[int], lengths: Sequence[int], batch_size: int, token_budget: int, max_padding: float = MAX_PADDING
-) -> list[list[int]]:
-    """Cut indices sorted by descending length into batches within the size, padded-token and padding-share limits."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    real_tokens = 0
-    for index in order:
-        if current:
-            padded = lengths[current[0]] * (len(current) + 1)
-            real = real_tokens + lengths[index]
-            if len(current) >= batch_size or padded > token_budget or padded > real * (1 + max_padding):
-                batches.append(current)
-                current, real_tokens = [], 0
-        current.append(index)
-        real_tokens += lengths[index]
-    if current:
-        batches.append(current)
-    return batches

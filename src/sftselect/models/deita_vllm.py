@@ -76,7 +76,7 @@ class VllmDeitaScorerModel:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines this scorer's numbers."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {"model": self.name_or_path, "backend": "vllm", "max_length": self.max_length, "sftselect": __version__}
 

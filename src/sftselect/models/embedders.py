@@ -1,21 +1,20 @@
 """Embedders for deita's diversity filter: a causal LM's last-token state, or sentence-transformers mean pooling.
 
 Both have `embed(records) -> float32 [N, d]`, run in length-sorted batches with a progress
-bar, and give a record the same vector whatever else is in its batch. Embeddings are saved
-as a float32 `.npy` with a `.ids.json` sidecar (or one Parquet file) by `write_embeddings`,
-and read back by `read_embeddings`.
+bar, and give a record the same vector whatever else is in its batch. Embedding files are
+written and read by `sftselect.io.results`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
-from sftselect.errors import DataError, ModelLoadError, OptionError
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
+from sftselect.errors import ModelLoadError, OptionError
+from sftselect.progress import progress
 from sftselect.records import Record
 
 DEFAULT_LM_MAX_LENGTH = 2048
@@ -29,11 +28,6 @@ def record_messages(record: Record) -> list[dict[str, str]]:
 def record_text(record: Record) -> str:
     """The record's turns as one plain text, one turn per paragraph, roles left out."""
     return "\n\n".join(turn.text for turn in record.turns)
-
-
-def _sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class CausalLMEmbedder:
@@ -61,8 +55,7 @@ class CausalLMEmbedder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.fingerprint = fingerprint
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(tokenizer)
         self.name = f"lm-embedding:{Path(name_or_path).name or name_or_path}"
 
     @classmethod
@@ -91,7 +84,7 @@ class CausalLMEmbedder:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the vectors."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "embedder": "causal-lm-last-token",
@@ -123,13 +116,9 @@ class CausalLMEmbedder:
         device = next(self.model.parameters()).device
         vectors: np.ndarray | None = None
         with progress("embedding", total=len(records), unit="records") as bar, torch.inference_mode():
-            for batch in _sorted_batches([len(p) for p in prompts], self.batch_size):
-                width = max(len(prompts[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    input_ids[row, width - len(prompts[index]) :] = torch.tensor(prompts[index])
-                    attention_mask[row, width - len(prompts[index]) :] = 1
+            lengths = [len(prompt) for prompt in prompts]
+            for batch in length_batches(longest_first(lengths), lengths, self.batch_size):
+                input_ids, attention_mask = pad_batch([prompts[index] for index in batch], self.pad_id, left=True)
                 position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
                 hidden = self.model(
                     input_ids=input_ids.to(device),
@@ -160,7 +149,7 @@ class SentenceEmbedder:
     def __init__(self, name_or_path: str | Path | None = None, *, device: str | None = None, batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
 
-        from sftselect.engine.cache import folder_digest
+        from sftselect.fingerprints import folder_digest
         from sftselect.models.packaged import minilm_path
 
         if batch_size < 1:
@@ -184,7 +173,7 @@ class SentenceEmbedder:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the vectors."""
-        from sftselect import __version__
+        from sftselect._version import __version__
 
         return {
             "embedder": "sentence-transformers",
@@ -202,7 +191,7 @@ class SentenceEmbedder:
         dimension = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
         vectors = np.empty((len(texts), dimension), dtype=np.float32)
         with progress("embedding", total=len(texts), unit="records") as bar:
-            for batch in _sorted_batches(lengths, self.batch_size):
+            for batch in length_batches(longest_first(lengths), lengths, self.batch_size):
                 encoded = self.model.encode(
                     [texts[i] for i in batch], batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
                 )
@@ -213,80 +202,3 @@ class SentenceEmbedder:
     def embed(self, records: Sequence[Record]) -> np.ndarray:
         """float32 [N, d]: one vector per record, in the order given."""
         return self.embed_with_report(records)[0]
-
-
-def ids_path(path: str | Path) -> Path:
-    """The sidecar file holding the record ids of an `.npy` embeddings file (`EMB.npy` -> `EMB.ids.json`)."""
-    path = Path(path)
-    return path.with_name(path.stem + ".ids.json")
-
-
-def embedding_outputs(path: str | Path) -> list[Path]:
-    """The files `write_embeddings` writes for `path`: the `.parquet`, or the `.npy` and its `.ids.json`."""
-    path = Path(path)
-    return [path, ids_path(path)] if path.suffix == ".npy" else [path]
-
-
-def write_embeddings(
-    path: str | Path,
-    ids: Sequence[str],
-    vectors: np.ndarray,
-    *,
-    identity: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> None:
-    """Save float32 vectors beside their record ids, atomically: `.npy` + `.ids.json`, or one `.parquet`."""
-    from sftselect.io.atomic import atomic_path, check_destination
-
-    path = Path(path)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-        raise OptionError(f"{len(ids)} ids for an array of shape {vectors.shape}")
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        check_destination(path, None, overwrite)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-        table = pa.table({"id": pa.array([str(i) for i in ids], pa.string()), "embedding": column})
-        table = table.replace_schema_metadata({"sftselect_embeddings": json.dumps(identity or {})})
-        with atomic_path(path) as temporary:
-            pq.write_table(table, temporary)
-        return
-    if path.suffix != ".npy":
-        raise OptionError(f"{path}: embeddings are written as .npy (with a .ids.json beside it) or .parquet")
-    sidecar = ids_path(path)
-    check_destination(path, None, overwrite)
-    check_destination(sidecar, None, overwrite)
-    with atomic_path(sidecar) as temporary:
-        temporary.write_text(json.dumps({"ids": [str(i) for i in ids], "shape": list(vectors.shape), "identity": identity or {}}))
-    with atomic_path(path) as temporary:
-        with temporary.open("wb") as handle:
-            np.save(handle, vectors)
-
-
-def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read embeddings written by `write_embeddings`: (record ids, float32 [N, d])."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(str(path), "no such embeddings file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if "id" not in table.column_names or "embedding" not in table.column_names:
-            raise DataError(str(path), "an embeddings Parquet file needs columns `id` and `embedding`")
-        column = table.column("embedding").combine_chunks()
-        width = column.type.list_size if hasattr(column.type, "list_size") else None
-        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        vectors = flat.reshape(len(table), width if width else -1)
-        return [str(i) for i in table.column("id").to_pylist()], vectors
-    sidecar = ids_path(path)
-    try:
-        ids = json.loads(sidecar.read_text(encoding="utf-8"))["ids"]
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(str(sidecar), f"cannot read the record ids of {path.name}: {error}") from error
-    vectors = np.load(path, allow_pickle=False)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-        raise DataError(str(path), f"holds {vectors.shape} vectors but {sidecar.name} lists {len(ids)} ids")
-    return [str(i) for i in ids], vectors.astype(np.float32, copy=False)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sftselect.engine.cache import ScoreCache, canonical_json, identity_namespace
-from sftselect.engine.progress import progress
+from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError, SftselectError
+from sftselect.fingerprints import canonical_json, identity_namespace
+from sftselect.progress import progress
+from sftselect.store import ScoreCache
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -41,7 +43,7 @@ class LLMReply:
 
 def default_llm_cache() -> ScoreCache:
     """The LLM reply cache in the user's cache folder (`llm.sqlite`)."""
-    from sftselect.models.packaged import cache_dir
+    from sftselect.paths import cache_dir
 
     return ScoreCache(cache_dir() / "llm.sqlite")
 
@@ -274,10 +276,10 @@ class TransformersChatBackend(ChatBackend):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
-        from sftselect.engine.cache import folder_digest
+        from sftselect.fingerprints import folder_digest
 
         weights = folder_digest(location) if Path(location).is_dir() else location
         self.identity = {"backend": "transformers", "model": location, "weights": weights}

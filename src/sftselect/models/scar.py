@@ -27,9 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sftselect.engine.cache import file_digest
-from sftselect.errors import ModelLoadError, OptionError
+from sftselect.devices import pick_device
+from sftselect.errors import ModelLoadError
+from sftselect.fingerprints import file_digest
 from sftselect.io.atomic import temporary_beside
+from sftselect.models.loading import hub_offline, model_folder
+from sftselect.models.scar_inference import score_text_pairs
 
 MODEL_TYPE = "style_ranker"
 CONFIG_FILE = "config.json"
@@ -183,9 +186,7 @@ class StyleRanker(nn.Module):
         max_length: int = 512,
         show_progress: bool = True,
     ) -> np.ndarray:
-        """Scores of (instruction, response) pairs as float64; see `sftselect.scorers.scar`."""
-        from sftselect.scorers.scar import score_text_pairs
-
+        """Scores of (instruction, response) pairs as float64; see `sftselect.models.scar_inference`."""
         return score_text_pairs(
             self, instructions, responses, batch_size=batch_size, max_length=max_length, show_progress=show_progress
         )
@@ -210,7 +211,7 @@ class StyleRanker(nn.Module):
         config = RankerConfig(str(encoder_name_or_path), hidden, int(linear_dim or hidden))
         ranker = cls(encoder, tokenizer, config)
         ranker.source = str(encoder_name_or_path)
-        return ranker.to(_pick_device(device)).eval()
+        return ranker.to(pick_device(device)).eval()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> StyleRanker:
@@ -255,7 +256,7 @@ class StyleRanker(nn.Module):
             )
         ranker.source = str(name_or_path)
         ranker.weights_sha256 = file_digest(weights_file)
-        return ranker.to(_pick_device(device)).eval()
+        return ranker.to(pick_device(device)).eval()
 
     def save_pretrained(
         self,
@@ -312,15 +313,6 @@ def _open_permissions(folder: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise OptionError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
-
-
 def _few(keys: list[str]) -> str:
     if not keys:
         return "none"
@@ -330,7 +322,7 @@ def _few(keys: list[str]) -> str:
 def _load_failure(name: str, what: str, error: Exception) -> str:
     if os.path.isdir(name):
         return f"could not load the {what} from the folder {name}: {error}"
-    if _offline():
+    if hub_offline():
         return (
             f"could not load the {what} {name!r}: it is not in the local Hugging Face cache and hub access "
             "is off (HF_HUB_OFFLINE); pass a local folder or connect to the network and retry"
@@ -338,34 +330,11 @@ def _load_failure(name: str, what: str, error: Exception) -> str:
     return f"could not load the {what} {name!r} ({error}); pass a local folder or check the name and your network"
 
 
-def _offline() -> bool:
-    return any(os.environ.get(flag, "").lower() in ("1", "true", "yes", "on") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def _checkpoint_folder(name_or_path: str) -> Path:
     """A local folder holding the checkpoint: the path itself, or the hub repository's cached copy."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ModelLoadError(f"{path} is a file, not a checkpoint folder (expected a folder with {CONFIG_FILE})")
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
-        raise ModelLoadError(
-            f"no checkpoint folder at {name_or_path}, and it is not a hub id of the form owner/name"
-            f" (official rankers: {', '.join(OFFICIAL_RANKERS)})"
-        )
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name_or_path, allow_patterns=_HUB_PATTERNS))
-    except Exception as error:
-        if _offline() or type(error).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
-            raise ModelLoadError(
-                f"the ranker {name_or_path!r} is not a local folder, is not in the local Hugging Face cache, "
-                "and the hub cannot be reached (offline); pass a local checkpoint folder or connect to the "
-                "network and retry"
-            ) from error
-        raise ModelLoadError(f"could not download the ranker {name_or_path!r} from the hub: {error}") from error
+    return model_folder(
+        name_or_path, what="checkpoint", allow_patterns=_HUB_PATTERNS, hint=f" (official rankers: {', '.join(OFFICIAL_RANKERS)})"
+    )
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

@@ -9,17 +9,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect import __version__
-from sftselect.analysis.lm import ResponseLosses, lm_metrics, losses_of
-from sftselect.analysis.metrics import words
-from sftselect.engine.cache import ScoreCache, record_key
+from sftselect._version import __version__
+from sftselect.models.response_losses import ResponseLosses, lm_metrics, losses_of
+from sftselect.text_metrics import words
 from sftselect.errors import OptionError
+from sftselect.fingerprints import record_key
 from sftselect.records import Record
+from sftselect.scorers.base import PairScorer, Scorer, TurnPairs
+from sftselect.store import ScoreCache
 
 PERPLEXITY_KEEPS = ("lowest", "highest")
 
 
-class RandomScorer:
+class RandomScorer(Scorer):
     """A uniform random score in [0, 1) per record, fixed by the seed and the record's content."""
 
     name = "random"
@@ -41,7 +43,7 @@ class RandomScorer:
         return scores
 
 
-class LongestScorer:
+class LongestScorer(Scorer):
     """The length of a record's responses in words: longer scores higher."""
 
     name = "longest"
@@ -58,7 +60,7 @@ class LongestScorer:
         )
 
 
-class PerplexityScorer:
+class PerplexityScorer(Scorer):
     """Perplexity of the responses alone under a causal LM; keeps the `lowest` (default) or `highest`."""
 
     name = "perplexity"
@@ -81,7 +83,7 @@ class PerplexityScorer:
         return -perplexity if self.keep == "lowest" else perplexity
 
 
-class IfdScorer:
+class IfdScorer(Scorer):
     """Instruction-following difficulty (Cherry LLM): loss given the instruction over loss alone.
 
     A pair with IFD >= 1 is one the instruction does not help to predict, so it gets no
@@ -148,7 +150,7 @@ def parse_rating(reply: str | None) -> float:
     return value if 0.0 <= value <= 5.0 else math.nan
 
 
-class AlpagasusScorer:
+class AlpagasusScorer(PairScorer):
     """AlpaGasus: an LLM rates each (instruction, response) pair from 0 to 5; higher is kept.
 
     A record's score is the mean rating over its pairs. A reply with no readable rating
@@ -157,8 +159,10 @@ class AlpagasusScorer:
     """
 
     name = "alpagasus"
+    needs_response = False
 
     def __init__(self, backend: Any, max_tokens: int = 64):
+        super().__init__("mean of numbers")
         self.backend = backend
         self.max_tokens = max_tokens
         self.last_unrated = 0
@@ -169,73 +173,13 @@ class AlpagasusScorer:
         prompt_sha = hashlib.sha256(RATING_PROMPT.encode()).hexdigest()
         return {"name": self.name, "llm": self.backend.identity, "prompt_sha256": prompt_sha, "max_tokens": self.max_tokens, "sftselect": __version__}
 
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        """Mean 0-5 rating per record (temperature 0), NaN where no pair could be rated."""
-        owners: list[int] = []
-        conversations = []
-        for position, record in enumerate(records):
-            for instruction, response in record.pairs():
-                owners.append(position)
-                content = RATING_PROMPT.format(instruction=instruction, response=response)
-                conversations.append([{"role": "user", "content": content}])
+    def score_pairs(self, pairs: TurnPairs) -> np.ndarray:
+        """The 0-5 rating of each pair (temperature 0), NaN where the reply held none."""
+        conversations = [
+            [{"role": "user", "content": RATING_PROMPT.format(instruction=instruction, response=response)}]
+            for instruction, response in zip(pairs.instructions, pairs.responses)
+        ]
         replies = self.backend.chat(conversations, temperature=0.0, max_tokens=self.max_tokens, description="AlpaGasus ratings")
         ratings = np.array([parse_rating(reply.text) for reply in replies], dtype=np.float64)
         self.last_unrated = int(np.isnan(ratings).sum())
-        totals = np.zeros(len(records))
-        counts = np.zeros(len(records))
-        rated = ~np.isnan(ratings)
-        np.add.at(totals, np.asarray(owners, dtype=np.int64)[rated], ratings[rated])
-        np.add.at(counts, np.asarray(owners, dtype=np.int64)[rated], 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, totals / counts, np.nan)
-
-
-BASELINES: dict[str, str] = {
-    "random": "uniform random scores fixed by --seed",
-    "longest": "longest responses first (words)",
-    "perplexity": "lowest perplexity of the response under the LM first (--perplexity-keep highest for the other end)",
-    "ifd": "highest instruction-following difficulty under the LM (chat prompt), IFD >= 1 dropped (Cherry LLM)",
-    "superfilter": "IFD from a small proxy LM with a plain prompt, IFD >= 1 dropped (Superfiltering)",
-    "alpagasus": "an LLM rates each pair 0-5 through an OpenAI-compatible endpoint (--judge-model, --base-url); best kept",
-}
-
-
-def baseline_scorer(
-    name: str,
-    *,
-    seed: int = 0,
-    lm: str | None = None,
-    perplexity_keep: str = "lowest",
-    max_response_tokens: int = 512,
-    batch_tokens: int = 4096,
-    device: str | None = None,
-    cache: ScoreCache | None = None,
-    judge_model: str | None = None,
-    base_url: str | None = None,
-    local_judge: str | None = None,
-    llm_cache: ScoreCache | None = None,
-) -> Any:
-    """The baseline scorer called `name`; `lm` is the causal LM of the LM-based ones (default: packaged SmolLM2).
-
-    alpagasus rates with `judge_model` at `base_url` (an OpenAI-compatible endpoint) or the
-    local causal LM `local_judge`; replies are kept in `llm_cache` (default: the LLM reply cache).
-    """
-    if name == "random":
-        return RandomScorer(seed)
-    if name == "longest":
-        return LongestScorer()
-    lm_options = {"max_response_tokens": max_response_tokens, "batch_tokens": batch_tokens, "device": device}
-    if name == "perplexity":
-        return PerplexityScorer(ResponseLosses(lm, **lm_options), keep=perplexity_keep, cache=cache)
-    if name == "ifd":
-        return IfdScorer(ResponseLosses(lm, **lm_options), cache=cache)
-    if name == "superfilter":
-        return SuperfilterScorer(default_superfilter_lm(lm, **lm_options), cache=cache)
-    if name == "alpagasus":
-        from sftselect.models.llm import default_llm_cache, make_backend
-
-        backend = make_backend(
-            judge_model, base_url=base_url, local_model=local_judge, device=device, cache=llm_cache or default_llm_cache()
-        )
-        return AlpagasusScorer(backend)
-    raise OptionError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+        return ratings

@@ -6,13 +6,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from operator import methodcaller
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
 from sftselect.records import Record
+from sftselect.selectors.base import Drop, RecordFilter, Sifted
 
 _WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -29,13 +30,16 @@ def conversation_text(record: Record) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ExactDedup:
+class ExactDedup(RecordFilter):
     """Keeps the first of each group of records whose user and assistant turns are equal after normalisation."""
 
-    def keep(self, records: Sequence[Record]) -> np.ndarray:
-        """Positions (into `records`) of the records kept, in input order."""
-        seen: set[bytes] = set()
+    step: ClassVar[str] = "exact-dedup"
+
+    def sift(self, records: Sequence[Record]) -> Sifted:
+        """The first of each group kept; the others dropped as its exact duplicates."""
+        first_of: dict[bytes, int] = {}
         kept: list[int] = []
+        drops: dict[int, Drop] = {}
         for position, record in enumerate(records):
             digest = hashlib.blake2b(digest_size=16)
             for turn, text in zip((t for t in record.turns if t.role != "system"), conversation_text(record)):
@@ -44,14 +48,16 @@ class ExactDedup:
                 digest.update(f"{turn.role}:{len(encoded)}:".encode())
                 digest.update(encoded)
             key = digest.digest()
-            if key not in seen:
-                seen.add(key)
+            if key in first_of:
+                drops[position] = self.drop("exact duplicate", of=records[first_of[key]].id)
+            else:
+                first_of[key] = position
                 kept.append(position)
-        return np.asarray(kept, dtype=np.int64)
+        return Sifted(np.asarray(kept, dtype=np.int64), drops)
 
 
 @dataclass(frozen=True)
-class NearDedup:
+class NearDedup(RecordFilter):
     """Drops a record whose MinHash-estimated Jaccard similarity to an earlier kept record reaches `threshold`.
 
     Shingles are word `ngram`s of the lowercased user and assistant text. Signatures are
@@ -67,9 +73,13 @@ class NearDedup:
     ngram: int = 3
     seed: int = 1
 
+    step: ClassVar[str] = "near-dedup"
+
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
-            raise OptionError(f"near-dedup Jaccard threshold must be in (0, 1], got {self.threshold}")
+            raise OptionError(
+                f"{{near_dedup}} Jaccard threshold must be in (0, 1], got {self.threshold}", options=("near_dedup",)
+            )
         if self.num_perm < 16:
             raise OptionError(f"near-dedup needs at least 16 permutations, got {self.num_perm}")
         if self.ngram < 1:
@@ -88,8 +98,8 @@ class NearDedup:
         digests = b"".join(map(_DIGEST, map(hashlib.sha1, self.shingles(record))))
         return np.frombuffer(digests, dtype="<u4")[:: _SHA1_WORDS].tolist()
 
-    def keep(self, records: Sequence[Record]) -> np.ndarray:
-        """Positions (into `records`) of the records kept, in input order."""
+    def sift(self, records: Sequence[Record]) -> Sifted:
+        """Records kept in input order; each other one dropped as a near-duplicate of a kept one, with the estimated Jaccard."""
         from datasketch import MinHash, MinHashLSH
 
         # Only the index's band layout is used. Candidates are confirmed below, so the bands
@@ -108,6 +118,7 @@ class NearDedup:
         signatures = np.empty((len(records), self.num_perm), dtype=empty.dtype)
         buckets: list[dict[bytes, list[int]]] = [{} for _ in bands]
         kept: list[int] = []
+        drops: dict[int, Drop] = {}
         with progress("near-dedup", total=len(records), unit="records") as bar:
             for start in range(0, len(records), _SIGNATURE_BLOCK):
                 end = min(start + _SIGNATURE_BLOCK, len(records))
@@ -119,18 +130,22 @@ class NearDedup:
                 for position in range(start, end):
                     keys = [band_key[position - start] for band_key in band_keys]
                     candidates = {other for bucket, key in zip(buckets, keys) for other in bucket.get(key, ())}
-                    if candidates and self._has_near_copy(signatures, position, list(candidates)):
-                        continue
+                    if candidates:
+                        copy, jaccard = self._nearest_copy(signatures, position, sorted(candidates))
+                        if jaccard >= self.threshold:
+                            drops[position] = self.drop("near-duplicate", of=records[copy].id, jaccard=jaccard)
+                            continue
                     for bucket, key in zip(buckets, keys):
                         bucket.setdefault(key, []).append(position)
                     kept.append(position)
                 bar.advance(end - start)
-        return np.asarray(kept, dtype=np.int64)
+        return Sifted(np.asarray(kept, dtype=np.int64), drops)
 
-    def _has_near_copy(self, signatures: np.ndarray, position: int, candidates: list[int]) -> bool:
-        """Whether any candidate's signature estimates a Jaccard similarity of at least the threshold (as MinHash.jaccard does)."""
+    def _nearest_copy(self, signatures: np.ndarray, position: int, candidates: list[int]) -> tuple[int, float]:
+        """The candidate whose signature estimates the highest Jaccard similarity (as MinHash.jaccard does), and that estimate."""
         matches = np.count_nonzero(signatures[candidates] == signatures[position], axis=1)
-        return bool(np.any(matches / self.num_perm >= self.threshold))
+        best = int(np.argmax(matches))
+        return candidates[best], float(matches[best] / self.num_perm)
 
 
 _DIGEST = methodcaller("digest")

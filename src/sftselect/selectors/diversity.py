@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
+from sftselect.progress import progress
+from sftselect.selectors.base import BudgetSelector, Drop, SelectionContext, Selector
 from sftselect.selectors.ranking import order_by_score
 
 DEFAULT_THRESHOLD = 0.9
@@ -42,12 +44,14 @@ def _resolve_device(device: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class DiversityFilter:
-    """deita's greedy filter by score and cosine similarity.
+class DiversityFilter(Selector):
+    """deita's greedy filter by score and cosine similarity, within a budget selector's choice.
 
-    Candidates are taken best score first (ties by input order). The first is kept; each
-    later one is kept only if its cosine similarity to every sample kept so far is at most
-    `threshold`, until `budget` samples are kept (no budget: the whole list is walked).
+    The records `within` makes eligible are taken best score first (ties by input order;
+    no `within`: every record). The first is kept; each later one is kept only if its cosine
+    similarity to every record kept so far is at most `threshold`, until as many as `within`
+    allows are kept. A record passed over is noted in the context with its cosine similarity
+    to the kept record it resembles.
 
     The result is exactly that of the one-by-one loop, whatever `block_size`: candidates
     are compared with the kept set a block at a time by matrix products, and conflicts
@@ -56,66 +60,96 @@ class DiversityFilter:
     """
 
     threshold: float = DEFAULT_THRESHOLD
-    budget: int | None = None
+    within: BudgetSelector | None = None
     block_size: int = 1024
     device: str | None = None
 
+    step: ClassVar[str] = "diversity"
+    uses_embeddings: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
-            raise OptionError(f"diversity threshold must be a cosine similarity in [-1, 1], got {self.threshold}")
-        if self.budget is not None and self.budget < 1:
-            raise OptionError(f"diversity budget must be at least 1, got {self.budget}")
+            raise OptionError(
+                f"{{diversity}} threshold must be a cosine similarity in [-1, 1], got {self.threshold}", options=("diversity",)
+            )
         if self.block_size < 1:
             raise OptionError(f"block size must be at least 1, got {self.block_size}")
 
-    def select(self, scores: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        """Indices of the kept samples, in the order they were kept (best score first)."""
+    def select(self, scores: np.ndarray, context: SelectionContext | None = None) -> np.ndarray:
+        """Positions of the kept records, in the order they were kept (best score first)."""
         import torch
 
+        context = context or SelectionContext()
         scores = np.asarray(scores, dtype=np.float64)
+        embeddings = context.vectors()
         if len(scores) != len(embeddings):
             raise OptionError(f"{len(scores)} scores but {len(embeddings)} embeddings; they must be aligned")
-        order = order_by_score(scores)
-        unit = normalize_embeddings(embeddings)
+        order, budget = self.within.eligible(scores) if self.within is not None else (order_by_score(scores), len(scores))
+        if budget == 0:
+            return np.zeros(0, dtype=np.int64)
+        unit = normalize_embeddings(np.asarray(embeddings)[order])
         device = torch.device(_resolve_device(self.device))
-        budget = len(order) if self.budget is None else min(self.budget, len(order))
         kept_vectors = torch.empty((budget, unit.shape[1]), dtype=torch.float32, device=device)
-        kept_indices: list[int] = []
+        kept_rows: list[int] = []
         with progress("diversity filter", total=len(order), unit="candidates") as bar:
             for start in range(0, len(order), self.block_size):
-                if len(kept_indices) >= budget:
+                if len(kept_rows) >= budget:
                     break
-                block_indices = order[start : start + self.block_size]
-                block = torch.from_numpy(unit[block_indices]).to(device)
-                passing = np.flatnonzero(self._unlike_kept(block, kept_vectors[: len(kept_indices)]))
-                survivors = passing[self._resolve_block(block[_index(passing, device)], budget - len(kept_indices))]
-                kept_vectors[len(kept_indices) : len(kept_indices) + len(survivors)] = block[_index(survivors, device)]
-                kept_indices.extend(block_indices[survivors].tolist())
-                bar.advance(len(block_indices))
-        return np.asarray(kept_indices, dtype=np.int64)
+                block_rows = np.arange(start, min(start + self.block_size, len(order)))
+                block = torch.from_numpy(unit[block_rows]).to(device)
+                unlike, nearest, similarity = self._unlike_kept(block, kept_vectors[: len(kept_rows)])
+                passing = np.flatnonzero(unlike)
+                for row in np.flatnonzero(~unlike):
+                    self._note(context, order[block_rows[row]], order[kept_rows[nearest[row]]], similarity[row])
+                survivors, conflicts = self._resolve_block(block[_index(passing, device)], budget - len(kept_rows))
+                for row, (killer, cosine) in conflicts.items():
+                    self._note(context, order[block_rows[passing[row]]], order[block_rows[passing[killer]]], cosine)
+                survivors = passing[survivors]
+                kept_vectors[len(kept_rows) : len(kept_rows) + len(survivors)] = block[_index(survivors, device)]
+                kept_rows.extend(block_rows[survivors].tolist())
+                bar.advance(len(block_rows))
+        return order[np.asarray(kept_rows, dtype=np.int64)]
 
-    def _unlike_kept(self, block, kept) -> np.ndarray:
-        """Mask of the block's candidates whose similarity to every kept sample is within the threshold."""
+    def _note(self, context: SelectionContext, position: int, kept: int, cosine: float) -> None:
+        context.note(position, Drop(self.step, "too similar", {"cosine": round(float(cosine), 4), "to": context.id_of(kept)}))
+
+    def _unlike_kept(self, block, kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which of the block's candidates are within the threshold of every kept sample; for the others, the closest kept one and its similarity."""
         alive = np.ones(len(block), dtype=bool)
+        nearest = np.full(len(block), -1, dtype=np.int64)
+        similarity = np.full(len(block), -np.inf, dtype=np.float32)
         for start in range(0, len(kept), KEPT_CHUNK):
-            alive &= _row_max(block @ kept[start : start + KEPT_CHUNK].T) <= self.threshold
-        return alive
+            similarities = block @ kept[start : start + KEPT_CHUNK].T
+            maxima = _row_max(similarities)
+            alive &= maxima <= self.threshold
+            closer = np.flatnonzero((maxima > self.threshold) & (maxima > similarity))
+            if len(closer):
+                nearest[closer] = start + _row_argmax(similarities, closer)
+                similarity[closer] = maxima[closer]
+        return alive, nearest, similarity
 
-    def _resolve_block(self, candidates, room: int) -> np.ndarray:
-        """Positions kept by the sequential rule among candidates that already pass the kept set."""
+    def _resolve_block(self, candidates, room: int) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+        """Positions kept by the sequential rule among candidates that already pass the kept set.
+
+        Also, for each candidate passed over, the accepted position that ruled it out and their similarity.
+        """
         if len(candidates) == 0:
-            return np.zeros(0, dtype=np.int64)
-        conflicts = _to_numpy(candidates @ candidates.T) > self.threshold
+            return np.zeros(0, dtype=np.int64), {}
+        similarities = _to_numpy(candidates @ candidates.T)
+        conflicts = similarities > self.threshold
         alive = np.ones(len(candidates), dtype=bool)
         accepted: list[int] = []
+        ruled_out: dict[int, tuple[int, float]] = {}
         for position in range(len(candidates)):
             if not alive[position]:
                 continue
             accepted.append(position)
             if len(accepted) == room:
                 break
-            alive[position + 1 :] &= ~conflicts[position, position + 1 :]
-        return np.asarray(accepted, dtype=np.int64)
+            later = np.flatnonzero(alive[position + 1 :] & conflicts[position, position + 1 :]) + position + 1
+            ruled_out.update((int(row), (position, float(similarities[position, row]))) for row in later)
+            alive[later] = False
+        return np.asarray(accepted, dtype=np.int64), ruled_out
 
 
 # On the CPU only the matrix products run in torch; the reductions and the bookkeeping run in
@@ -123,6 +157,12 @@ class DiversityFilter:
 # busy machine costs far more than it saves.
 def _to_numpy(tensor) -> np.ndarray:
     return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
+
+
+def _row_argmax(similarities, rows: np.ndarray) -> np.ndarray:
+    if similarities.device.type == "cpu":
+        return similarities.numpy()[rows].argmax(axis=1)
+    return similarities[_index(rows, similarities.device)].argmax(dim=1).cpu().numpy()
 
 
 def _row_max(similarities) -> np.ndarray:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
 from sftselect.errors import OptionError
 from sftselect.records import Record
+from sftselect.selectors.base import RecordFilter, Sifted
 
 ENGLISH_FUNCTION_WORDS = frozenset(
     """
@@ -45,12 +46,14 @@ _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 
 
 @dataclass(frozen=True)
-class EnglishFilter:
+class EnglishFilter(RecordFilter):
     """Keeps records whose prompt text looks English by the letters-and-function-words heuristic."""
 
     min_ascii_share: float = 0.9
     min_stopword_share: float = 0.12
     min_words: int = 5
+
+    step: ClassVar[str] = "english"
 
     def __post_init__(self) -> None:
         for name in ("min_ascii_share", "min_stopword_share"):
@@ -71,10 +74,11 @@ class EnglishFilter:
             return True
         return sum(word in ENGLISH_FUNCTION_WORDS for word in words) / len(words) >= self.min_stopword_share
 
-    def keep(self, records: Sequence[Record]) -> np.ndarray:
-        """Positions (into `records`) of the records judged English, in input order."""
-        kept = [position for position, record in enumerate(records) if self.is_english(_prompt_text(record))]
-        return np.asarray(kept, dtype=np.int64)
+    def sift(self, records: Sequence[Record]) -> Sifted:
+        """The records judged English kept, in input order; the others dropped as non-English."""
+        english = [self.is_english(_prompt_text(record)) for record in records]
+        kept = np.flatnonzero(np.asarray(english, dtype=bool)).astype(np.int64)
+        return Sifted(kept, {position: self.drop("non-English") for position, judged in enumerate(english) if not judged})
 
 
 def _prompt_text(record: Record) -> str:

@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sftselect.engine.progress import progress
 from sftselect.models.scar import StyleRanker
+from sftselect.progress import progress
 
 
 def encode_texts(

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
-from sftselect.engine.progress import progress
 from sftselect.errors import DataError, ModelLoadError, OptionError
 from sftselect.io.atomic import FolderKind, Output, check_destination, replace_folder, temporary_beside
+from sftselect.progress import progress
 from sftselect.records import Record
 
 IGNORE_INDEX = -100

@@ -67,11 +67,6 @@ class JudgeSummary:
     missing: dict[str, int] = field(default_factory=dict)
     unparsed_examples: list[str] = field(default_factory=list)
 
-    @property
-    def missing_total(self) -> int:
-        """Scores recorded as missing."""
-        return sum(self.missing.values())
-
 
 def judge(
     triples: Sequence[Triple],

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sftselect.engine.progress import progress
+from sftselect.batching import length_batches
 from sftselect.errors import OptionError
 from sftselect.models.scar import StyleRanker, max_pool_tokens
-from sftselect.scorers.scar import length_batches
+from sftselect.progress import progress
 
 
 def _layer_stack(encoder: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sftselect.engine.progress import progress
 from sftselect.errors import OptionError
 from sftselect.io.atomic import FolderKind, Output, check_outputs
 from sftselect.models.scar import StyleRanker
+from sftselect.progress import progress
 from sftselect.training.quality import QualityConstraint, mean_quality
 from sftselect.training.triples import Triple
 

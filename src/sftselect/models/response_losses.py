@@ -8,11 +8,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect import __version__
-from sftselect.engine.cache import CachedScorer, ScoreCache, folder_digest
-from sftselect.engine.progress import progress
+from sftselect._version import __version__
+from sftselect.batching import length_batches, longest_first, pad_batch, pad_token_id
+from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError
+from sftselect.fingerprints import folder_digest, identity_namespace, record_key
+from sftselect.models.loading import model_folder
+from sftselect.progress import progress
 from sftselect.records import Record
+from sftselect.turn_pairs import TurnPairs
+from sftselect.store import ScoreCache, cached_values, in_chunks
 
 LM_METRICS: dict[str, str] = {
     "perplexity": "perplexity of the response alone (LM)",
@@ -23,26 +28,19 @@ LM_METRICS: dict[str, str] = {
 PROMPT_STYLES = ("chat", "plain")
 # Columns of `ResponseLosses.losses`.
 CONDITIONAL, UNCONDITIONAL, TOKENS = 0, 1, 2
+# Where cached losses live in the score cache, and how many records are scored between commits.
+LOSSES_PURPOSE = "lm-losses"
+LOSSES_CHUNK_SIZE = 256
 _PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 def resolve_lm_path(name_or_path: str | None) -> Path:
-    """A local folder for a causal LM: the packaged SmolLM2 for None, a folder as is, else a hub snapshot."""
+    """A local folder for a causal LM: the packaged SmolLM2 for None, else a folder or a hub id's snapshot."""
     if name_or_path is None:
         from sftselect.models.packaged import smollm2_path
 
         return smollm2_path()
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise ModelLoadError(f"{name_or_path}: not a model folder (expected config.json and weights)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=name_or_path))
-    except Exception as error:  # the hub client raises many kinds; all mean "cannot get it"
-        raise ModelLoadError(f"{name_or_path}: cannot find this model locally or on the Hugging Face hub ({error})") from error
+    return model_folder(name_or_path, what="causal LM")
 
 
 class ResponseLosses:
@@ -115,7 +113,7 @@ class ResponseLosses:
             import torch
             from transformers import AutoModelForCausalLM
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = pick_device(self.device)
             try:
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
             except (OSError, ValueError) as error:
@@ -161,25 +159,14 @@ class ResponseLosses:
 
         model = self.model
         device = next(model.parameters()).device
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad_id = pad_token_id(self.tokenizer)
         sums = np.zeros(len(sequences), dtype=np.float64)
         # Similar lengths together waste less padding; each sequence's loss is independent of its batch.
-        order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i][0]) + len(sequences[i][1])))
+        lengths = [len(prefix) + len(response) for prefix, response in sequences]
         total_tokens = sum(len(response) for _, response in sequences)
         with progress("LM losses", total=total_tokens, unit="tokens") as bar:
-            start = 0
-            while start < len(order):
-                longest = len(sequences[order[start]][0]) + len(sequences[order[start]][1])
-                size = max(1, self.batch_tokens // max(longest, 1))
-                batch = order[start : start + size]
-                start += size
-                input_ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch), longest), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    prefix, response = sequences[index]
-                    ids = prefix + response
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    attention[row, : len(ids)] = 1
+            for batch in length_batches(longest_first(lengths), lengths, None, self.batch_tokens):
+                input_ids, attention = pad_batch([sequences[index][0] + sequences[index][1] for index in batch], pad_id)
                 with torch.inference_mode():
                     logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
                     for row, index in enumerate(batch):
@@ -196,43 +183,16 @@ class ResponseLosses:
 
     def losses(self, records: Sequence[Record]) -> np.ndarray:
         """Per record, over all its responses: mean token loss given the instruction, mean loss alone, tokens."""
-        pairs: list[tuple[str, str]] = []
-        owner: list[int] = []
-        for position, record in enumerate(records):
-            for pair in record.pairs():
-                pairs.append(pair)
-                owner.append(position)
-        per_pair = self.pair_losses(pairs) if pairs else np.zeros((0, 3))
+        pairs = TurnPairs.of(records)
+        per_pair = self.pair_losses(list(zip(pairs.instructions, pairs.responses))) if len(pairs) else np.zeros((0, 3))
         totals = np.zeros((len(records), 3), dtype=np.float64)
-        np.add.at(totals, np.asarray(owner, dtype=np.int64), per_pair)
+        np.add.at(totals, pairs.owners, per_pair)
         result = np.full((len(records), 3), math.nan, dtype=np.float64)
         has_tokens = totals[:, TOKENS] > 0
         result[has_tokens, CONDITIONAL] = totals[has_tokens, CONDITIONAL] / totals[has_tokens, TOKENS]
         result[has_tokens, UNCONDITIONAL] = totals[has_tokens, UNCONDITIONAL] / totals[has_tokens, TOKENS]
         result[:, TOKENS] = totals[:, TOKENS]
         return result
-
-
-class CachedLosses(CachedScorer):
-    """`ResponseLosses` behind the score cache: only records not seen before reach the LM."""
-
-    purpose = "lm-losses"
-
-    def __init__(self, losses: ResponseLosses, cache: ScoreCache, chunk_size: int = 256):
-        super().__init__(losses, cache, chunk_size, description="LM losses (records not in cache)")
-
-    def _compute(self, records: Sequence[Record]) -> list[np.ndarray]:
-        return list(self.inner.losses(records))
-
-    def losses(self, records: Sequence[Record]) -> np.ndarray:
-        """Like `ResponseLosses.losses`, from the cache where present."""
-        values = self._values(records)
-        if not values:
-            return np.zeros((0, 3), dtype=np.float64)
-        return np.stack(values).astype(np.float64)
-
-    def score(self, records: Sequence[Record]) -> np.ndarray:
-        raise TypeError("CachedLosses has no score(); call losses()")
 
 
 def lm_metrics(losses: np.ndarray) -> dict[str, np.ndarray]:
@@ -246,7 +206,19 @@ def lm_metrics(losses: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def losses_of(records: Sequence[Record], lm: ResponseLosses, cache: ScoreCache | None = None) -> np.ndarray:
-    """The records' losses under `lm`, through `cache` when given."""
+    """The records' losses under `lm` (`ResponseLosses.losses`), through `cache` when given: only new records reach the LM."""
     if cache is None:
         return lm.losses(records)
-    return CachedLosses(lm, cache).losses(records)
+    identity = dict(lm.identity)
+    values, _ = cached_values(
+        cache,
+        identity_namespace(identity, LOSSES_PURPOSE),
+        [record_key(record) for record in records],
+        in_chunks(lambda positions: list(lm.losses([records[p] for p in positions])), LOSSES_CHUNK_SIZE),
+        description={"name": lm.name, "purpose": LOSSES_PURPOSE, "identity": identity},
+        label="LM losses (records not in cache)",
+        source=lm.name,
+    )
+    if not values:
+        return np.zeros((0, 3), dtype=np.float64)
+    return np.stack(values).astype(np.float64)

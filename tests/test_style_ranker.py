@@ -1,0 +1,161 @@
+"""The style-feature ranker: the bundled default, its file format, and the training recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sftselect
+from sftselect.errors import DataError, ModelLoadError
+from sftselect.records import Record, Turn
+from sftselect.models.style_features import FORM_FEATURES
+from sftselect.models.style_ranker import FeatureRanker
+from sftselect.scorers.style_ranker import StyleFeatureScorer
+from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, synth_answer_pairs
+
+BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-style-features"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+INSTRUCTION = "How do I keep basil fresh after buying it?"
+FULL_ANSWER = (
+    "Basil keeps best at room temperature, treated like cut flowers:\n\n"
+    "1. Trim the stems and stand them in a glass of water.\n"
+    "2. Cover the leaves loosely with a plastic bag.\n"
+    "3. Keep the glass out of direct sunlight and change the water every day.\n\n"
+    "Stored this way, basil usually stays fresh for about a week. Avoid the fridge: the cold turns the leaves black."
+)
+
+
+def _record(identifier: str, response: str) -> Record:
+    return Record(identifier, (Turn("user", INSTRUCTION), Turn("assistant", response)), {})
+
+
+def test_select_ranks_with_the_style_feature_ranker_by_default():
+    from sftselect.scorers.registry import DEFAULT_RANKER, create_scorer
+
+    assert Path(DEFAULT_RANKER).resolve() == BUNDLED.resolve()
+    assert isinstance(create_scorer("scar"), StyleFeatureScorer)
+
+
+def test_the_bundled_ranker_loads_offline_and_ranks_a_full_answer_above_a_terse_one():
+    scorer = StyleFeatureScorer.from_pretrained(BUNDLED)
+    full, terse, bare = scorer.score([_record("full", FULL_ANSWER), _record("terse", "water"), _record("bare", "in water, 1 week")])
+    assert full > terse and full > bare
+
+
+def test_the_bundled_ranker_is_one_small_json_file_with_its_training_report():
+    files = {path.name: path.stat().st_size for path in BUNDLED.iterdir()}
+    assert set(files) == {"style_ranker.json", "training_report.json"}
+    assert sum(files.values()) < 1_000_000
+    assert json.loads((BUNDLED / "training_report.json").read_text())["final"]["training_pairs"] > 0
+
+
+def test_the_earlier_minilm_ranker_still_loads_by_its_bundled_name():
+    from sftselect.scorers.registry import create_scorer
+    from sftselect.scorers.scar import ScarScorer
+
+    assert isinstance(create_scorer("scar", "scar-minilm-l6", device="cpu"), ScarScorer)
+
+
+def test_a_saved_ranker_loads_back_with_the_same_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    width = len(FORM_FEATURES)
+    better, worse = rng.normal(1, 1, (40, width)), rng.normal(0, 1, (40, width))
+    ranker = fit_style_ranker(better, worse, list(FORM_FEATURES), l2=1.0)
+    ranker.save_pretrained(tmp_path)
+    loaded = FeatureRanker.from_pretrained(tmp_path)
+    texts = [FULL_ANSWER, "water"]
+    np.testing.assert_allclose(loaded.score_texts(texts), ranker.score_texts(texts))
+    assert loaded.fingerprint() == ranker.fingerprint()
+
+
+def test_a_folder_without_a_style_ranker_file_is_a_clear_load_error(tmp_path):
+    (tmp_path / "style_ranker.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelLoadError, match="not a style ranker"):
+        FeatureRanker.from_pretrained(tmp_path)
+
+
+def test_training_learns_the_direction_that_separates_better_from_worse():
+    rng = np.random.default_rng(1)
+    better, worse = rng.normal(0, 1, (200, 3)), rng.normal(0, 1, (200, 3))
+    better[:, 1] += 2.0
+    ranker = fit_style_ranker(better, worse, ["comma_rate", "list_line_share", "hedge_rate"], l2=0.1)
+    assert np.argmax(ranker.weights) == 1 and ranker.weights[1] > 0
+
+
+def test_answers_that_loop_are_dropped_and_a_bad_line_is_named(tmp_path):
+    looping = "the cat sat on the mat " * 20
+    assert is_degenerate(looping) and not is_degenerate(FULL_ANSWER)
+    answers = tmp_path / "answers.jsonl"
+    rows = [{"source": "lima", "id": "1", "instruction": INSTRUCTION, "human": "water", "direct": text} for text in (FULL_ANSWER, looping)]
+    answers.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    pairs, dropped = synth_answer_pairs(answers)
+    assert [pair.better for pair in pairs] == [FULL_ANSWER] and dropped == 1
+    answers.write_text(answers.read_text() + '{"source": "lima"}\n')
+    with pytest.raises(DataError, match="line 3"):
+        synth_answer_pairs(answers)
+
+
+def _tiny_data(shared_data: Path, folder: Path) -> Path:
+    """A few records of each file the training script reads, in the shared data's layout."""
+    for relative in ("alpaca_eval", "sharegpt", "alpaca", "oasst"):
+        (folder / relative).mkdir(parents=True)
+    oasst = (shared_data / "oasst/oasst_en_100_tree.jsonl").read_text().splitlines()[:10]
+    (folder / "oasst/oasst_en_100_tree.jsonl").write_text("\n".join(oasst) + "\n")
+    for path in (shared_data / "alpaca_eval").glob("*.model_outputs.json"):
+        (folder / "alpaca_eval" / path.name).write_text(json.dumps(json.loads(path.read_text())[:30]))
+    human = json.loads((shared_data / "sharegpt/scar_open_human_id_selection_1000.json").read_text())
+    mix = json.loads((shared_data / "sharegpt/scar_open_mix_gpt35_id_selection_1000.json").read_text())
+    asked = {item["conversations"][0]["value"].strip() for item in mix}
+    matched = [item for item in human if item["conversations"][0]["value"].strip() in asked][:20]
+    (folder / "sharegpt/scar_open_human_id_selection_1000.json").write_text(json.dumps(matched))
+    (folder / "sharegpt/scar_open_mix_gpt35_id_selection_1000.json").write_text(json.dumps(mix))
+    alpaca = json.loads((shared_data / "alpaca/stanford_alpaca_pr152_alpaca_5000.json").read_text())[:100]
+    (folder / "alpaca/stanford_alpaca_pr152_alpaca_5000.json").write_text(json.dumps(alpaca))
+    return folder
+
+
+def test_the_training_recipe_runs_end_to_end_on_a_tiny_subset(shared_data, tmp_path):
+    data = _tiny_data(shared_data, tmp_path / "data")
+    lima = json.loads((shared_data / "lima/lima_llamafactory.json").read_text())
+    rows = [
+        {"source": source, "id": str(number), "instruction": item["instruction"], "human": item["output"],
+         "direct": f"Here is an answer to this.\n\n1. {item['output'][:80]}\n2. In short, it depends on the details."}
+        for number, item in enumerate(lima[:30])
+        for source in [("lima", "oasst", "scar_human")[number % 3]]
+    ]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = importlib.util.spec_from_file_location("train_default_ranker", BENCH / "train_default_ranker.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    assert script.main(["--data", str(data), "--answers", str(answers), "-o", str(tmp_path / "ranker")]) == 0
+    report = json.loads((tmp_path / "ranker" / "training_report.json").read_text())
+    held_out = [result["held_out"] for result in report["leave_sources_out (form)"]]
+    assert held_out == ["lima", "oasst", "scar_human"]
+    assert StyleFeatureScorer.from_pretrained(tmp_path / "ranker").score([_record("a", FULL_ANSWER)]).shape == (1,)
+
+
+def test_select_with_a_broken_style_ranker_prints_one_error_line_naming_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    ranker = tmp_path / "ranker"
+    ranker.mkdir()
+    (ranker / "style_ranker.json").write_text("{not json")
+    completed = subprocess.run(
+        [sys.executable, "-m", "sftselect.cli", "select", str(source), "-o", str(tmp_path / "out.json"), "--top", "1",
+         "--ranker", str(ranker), "--no-cache"],
+        capture_output=True, text=True,
+    )
+    assert completed.returncode != 0
+    assert "error:" in completed.stderr and "style_ranker.json" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "out.json").exists()
