@@ -59,9 +59,12 @@ def score_file(
 
     kinds = SCORE_KINDS.get(scorer)
     if kinds is None:
-        raise OptionError(f"unknown scorer {scorer!r}; choose {', '.join(SCORE_KINDS)}")
+        raise OptionError(f"unknown {{scorer}} {scorer!r}; choose {', '.join(SCORE_KINDS)}", options=("scorer",))
     if engine.name == "ray" and backend == "vllm":
-        raise OptionError("the ray engine runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: choose one of them")
+        raise OptionError(
+            "{engine} ray runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: leave out one of them",
+            options=("engine",),
+        )
     check_outputs([output], [source, *reuse], overwrite)
     data = engine.read(source, **(read_options or {}))
     ids = [record.id for record in data.records]

@@ -14,12 +14,14 @@ from sftselect.cli.options import (
     FormatOption,
     OnErrorOption,
     OverwriteOption,
+    naming_flags,
     read_arguments,
 )
 from sftselect.cli.output import console
 from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL
 
 
+@naming_flags({"scorer": "--scorer", "engine": "--engine"})
 def score_command(
     source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Score file to write (JSONL: id, index, scores, per-turn scores)."),
