@@ -359,18 +359,19 @@ def deita(run: Run, log: PartLog) -> None:
 
 def diversity(run: Run, log: PartLog) -> None:
     """deita's diversity filter on the device: the same selection as on the CPU, and the seconds of a large walk."""
+    from sftselect.selectors.base import SelectionContext
     from sftselect.selectors.diversity import DiversityFilter, normalize_embeddings
 
     sizes = run.sizes
     on_device = DiversityFilter(THRESHOLD, None, 1024, run.device)
     scores, embeddings = make_data(sizes.identity_n, sizes.identity_dim, 0.4, seed=0)
-    on_device.select(scores[:2048], embeddings[:2048])  # warm-up
-    kept, seconds = timed(lambda: on_device.select(scores, embeddings))
+    on_device.select(scores[:2048], SelectionContext(embeddings=embeddings[:2048]))  # warm-up
+    kept, seconds = timed(lambda: on_device.select(scores, SelectionContext(embeddings=embeddings)))
     if run.on_cpu:
         expected = reference_loop(scores, normalize_embeddings(embeddings), THRESHOLD, None, math.inf)[0]
         against = "the one-by-one loop"
     else:
-        expected, cpu_seconds = timed(lambda: DiversityFilter(THRESHOLD, None, 1024, "cpu").select(scores, embeddings))
+        expected, cpu_seconds = timed(lambda: DiversityFilter(THRESHOLD, None, 1024, "cpu").select(scores, SelectionContext(embeddings=embeddings)))
         against = "the CPU filter"
         log.ratio(f"diversity N={sizes.identity_n:,}: CPU seconds / device seconds", cpu_seconds / seconds)
     shape = f"N={sizes.identity_n:,} d={sizes.identity_dim}"
@@ -378,7 +379,7 @@ def diversity(run: Run, log: PartLog) -> None:
     log.figure(f"{shape}: kept, seconds", [len(kept), seconds])
 
     scores, embeddings = make_data(sizes.large_n, sizes.large_dim, 0.4, seed=1, clusters=sizes.large_clusters)
-    kept, seconds = timed(lambda: on_device.select(scores, embeddings))
+    kept, seconds = timed(lambda: on_device.select(scores, SelectionContext(embeddings=embeddings)))
     log.figure(f"N={sizes.large_n:,} d={sizes.large_dim} around {sizes.large_clusters:,} centres: kept, seconds", [len(kept), seconds])
     log.figure(f"N={sizes.large_n:,}: candidates/s", sizes.large_n / seconds)
 
@@ -392,14 +393,14 @@ def ray_engine(run: Run, log: PartLog) -> None:
     from sftselect.engine.local import LocalEngine
     from sftselect.engine.ray_engine import RayEngine
     from sftselect.io import read_dataset
-    from sftselect.pipeline import run_selection
+    from sftselect.pipeline import build_pipeline, run_selection
 
     records = read_dataset(run.data / RAY_DATA).records[: run.sizes.records]
-    options = {"top": run.sizes.top, "method": "scar", "ranker": run.handoff["ranker"], "device": run.device}
+    pipeline = build_pipeline("scar", top=run.sizes.top, model=run.handoff["ranker"], device=run.device)
     log.figure("records", len(records))
-    local, local_seconds = timed(lambda: run_selection(records, engine=LocalEngine(), **options))
+    local, local_seconds = timed(lambda: run_selection(records, pipeline, engine=LocalEngine()))
     try:
-        distributed, ray_seconds = timed(lambda: run_selection(records, engine=RayEngine(num_actors=1), **options))
+        distributed, ray_seconds = timed(lambda: run_selection(records, pipeline, engine=RayEngine(num_actors=1)))
         gpus = ray.cluster_resources().get("GPU", 0)
     finally:
         ray.shutdown()

@@ -175,11 +175,16 @@ def _records(texts: list[str], instructions: list[str]) -> list[Record]:
     ]
 
 
+def first_response(record: Record) -> str:
+    """The first assistant turn's text: every record here is one instruction and its response."""
+    return record.pairs()[0][1]
+
+
 def spread_check(ranker, records: list[Record], keep: float) -> dict:
     """TTR and MTLD standard deviation of the pool and of the ranker's top `keep` share."""
     from sftselect.analysis.analyze import analyze
 
-    scores = ranker.score_texts([record.response for record in records])
+    scores = ranker.score_texts([first_response(record) for record in records])
     top = np.argsort(-scores, kind="stable")[: max(1, int(round(keep * len(records))))]
     summary = analyze(records, {"top": [records[index] for index in top]}, use_lm=False).summary()
     stats = {row["name"]: row["metrics"] for row in summary}
@@ -221,7 +226,7 @@ def alpaca_selection(ranker, path: Path) -> dict:
     scores = StyleFeatureScorer(ranker).score(records)
     seconds = time.perf_counter() - started
     top = np.argsort(-scores, kind="stable")[: len(records) // 10]
-    lengths = np.array([len(words(record.response)) for record in records])
+    lengths = np.array([len(words(first_response(record))) for record in records])
     return {
         "records": len(records),
         "records_per_second": round(len(records) / seconds, 1),
@@ -229,7 +234,7 @@ def alpaca_selection(ranker, path: Path) -> dict:
         "top10_share_5_words_or_fewer": round(float(np.mean(lengths[top] <= 5)), 3),
         "pool_median_words": float(np.median(lengths)),
         "top10_median_words": float(np.median(lengths[top])),
-        "top10_first": [records[index].response[:60] for index in top[:5]],
+        "top10_first": [first_response(records[index])[:60] for index in top[:5]],
     }
 
 

@@ -46,7 +46,7 @@ PLUGIN = textwrap.dedent(
             return np.array(scores)
 
 
-    def factory(model=None, **options):
+    def factory(model=None):
         return ContentHashScorer()
     """
 )

@@ -14,21 +14,21 @@ from sftselect.cli import app
 from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY_MODEL, DEFAULT_RANKER
 
 SFTSELECT = Path(sys.executable).parent / "sftselect"
-LOAD_THE_BUNDLED_RANKER = """
+LOAD_THE_BUNDLED_NEURAL_RANKER = """
 import sys
 from sftselect.progress import set_quiet
 if sys.argv[1] == "imported first":
     import transformers
 set_quiet(True)
 from sftselect.models.scar import StyleRanker
-from sftselect.scorers.registry import DEFAULT_RANKER
-StyleRanker.from_pretrained(DEFAULT_RANKER, device="cpu")
+from sftselect.models.style_ranker import bundled_ranker_path
+StyleRanker.from_pretrained(bundled_ranker_path("scar-minilm-l6"), device="cpu")
 """
 
 
 @pytest.mark.parametrize("when", ["imported first", "imported after"])
 def test_quiet_silences_the_transformers_loading_bars(when):
-    completed = subprocess.run([sys.executable, "-c", LOAD_THE_BUNDLED_RANKER, when], capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, "-c", LOAD_THE_BUNDLED_NEURAL_RANKER, when], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr == ""
 
