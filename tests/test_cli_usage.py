@@ -115,6 +115,15 @@ def test_a_word_where_a_number_belongs_is_one_line(tmp_path, option):
     assert_one_line_error(done.stderr, done.returncode, f"Invalid value for '{option}'")
 
 
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["--scorer", "nope"], "unknown --scorer 'nope'"),
+    (["--engine", "ray", "--backend", "vllm"], "--engine ray runs the transformers backend"),
+])
+def test_a_library_error_names_the_commands_flags(tmp_path, arguments, expected):
+    done = run_script("score", str(tmp_path / "x.json"), "-o", str(tmp_path / "s.jsonl"), *arguments)
+    assert_one_line_error(done.stderr, done.returncode, expected)
+
+
 @pytest.mark.parametrize("arguments", [[], *([group] for group in GROUPS)])
 def test_bare_command_or_group_shows_its_help_and_exits_2(arguments):
     # click's behaviour for a group run without a command (no_args_is_help): the help, exit code 2.

@@ -107,6 +107,20 @@ def test_an_unknown_setting_is_named(tmp_path):
         load_config(config)
 
 
+
+def test_an_unknown_evaluation_setting_is_named(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: x.json\nmodel: m\nmethods: [random]\nsizes: [2]\neval: {humaneval: {limit: 2, shots: 3}}\n")
+    with pytest.raises(OptionError, match=r"unknown eval.humaneval setting\(s\) shots"):
+        load_config(config)
+
+
+def test_the_sandbox_cannot_be_turned_off_from_a_config_file(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: x.json\nmodel: m\nmethods: [random]\nsizes: [2]\neval: {humaneval: {unsafe_no_sandbox: true}}\n")
+    with pytest.raises(OptionError, match="unsafe_no_sandbox"):
+        load_config(config)
+
 def test_a_fraction_outside_zero_to_one_is_refused(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("data: x.json\nmodel: m\nmethods: [random]\nfractions: [1.5]\n")

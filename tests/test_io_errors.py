@@ -17,7 +17,7 @@ import pytest
 
 from sftselect.errors import DataError, OptionError
 from sftselect.io import read_dataset, write_selection
-from sftselect.io.options import read_arguments
+from sftselect.cli.options import read_arguments
 
 
 def make(tmp_path: Path, name: str, content: bytes | str) -> Path:

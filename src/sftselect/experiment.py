@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from sftselect._version import __version__
 from sftselect.errors import OptionError
+from sftselect.evaluation.evaluate import HumanEvalSettings, JudgeSettings, evaluate_model
 from sftselect.io.atomic import FolderKind, atomic_path
 
 PACKAGED_MODELS = {"packaged:smollm2": "smollm2_path"}
@@ -105,6 +106,14 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
             if required not in judge:
                 raise OptionError(f"{source}: eval.judge needs {required!r}")
         judge = {**judge, "questions": local(judge["questions"])}
+        if judge.get("reference"):
+            judge["reference"] = local(judge["reference"])
+    for name, settings in (("humaneval", HumanEvalSettings), ("judge", JudgeSettings)):
+        # unsafe_no_sandbox comes from the command line, never from a config file.
+        allowed = {setting.name for setting in fields(settings)} - {"unsafe_no_sandbox"}
+        unknown = sorted(set(evaluation.get(name) or {}) - allowed)
+        if unknown:
+            raise OptionError(f"{source}: unknown eval.{name} setting(s) {', '.join(unknown)}")
     output_dir = Path(raw.get("output_dir") or source.with_suffix(""))
     return ExperimentConfig(
         data=local(str(raw["data"])),
@@ -192,40 +201,10 @@ def _make_scorer(spec: MethodSpec) -> Any:
 
 def _evaluate(model_path: str, config: ExperimentConfig, destination: Path) -> None:
     """Evaluate one model with every configured evaluation and write the scores as JSON."""
-    from sftselect.evaluation.generation import GenerationSettings, load_for_generation
-
-    model, tokenizer = load_for_generation(model_path)
-    results: dict[str, Any] = {"model": model_path}
-    if config.humaneval is not None:
-        from sftselect.evaluation.humaneval import evaluate_humaneval, load_problems
-        from sftselect.evaluation.sandbox import SandboxLimits
-
-        options = config.humaneval
-        humaneval = evaluate_humaneval(
-            model, tokenizer, load_problems(limit=options.get("limit")),
-            GenerationSettings(
-                max_new_tokens=options.get("max_new_tokens", 512), temperature=options.get("temperature", 0.0),
-                batch_size=options.get("batch_size", 8),
-            ),
-            samples_per_task=options.get("samples", 1), ks=tuple(options.get("k", (1,))),
-            limits=SandboxLimits(timeout_seconds=options.get("timeout", 10.0), unsafe_no_sandbox=config.unsafe_no_sandbox),
-            prompt_style=options.get("prompt_style"),
-        )
-        results["humaneval"] = humaneval.as_dict()
-    if config.judge is not None:
-        from sftselect.evaluation.judge import answer_questions, judge_pairwise, load_questions, pair_with_references
-        from sftselect.models.llm import OpenAIChatBackend, default_llm_cache
-
-        options = config.judge
-        questions = pair_with_references(load_questions(options["questions"]), source=options["questions"])
-        questions = questions[: options.get("limit")]
-        answers = answer_questions(
-            model, tokenizer, questions,
-            GenerationSettings(max_new_tokens=options.get("max_new_tokens", 512), batch_size=options.get("batch_size", 8)),
-        )
-        judge = OpenAIChatBackend(options.get("model", "gpt-4o-mini"), base_url=options["base_url"], cache=default_llm_cache())
-        results["judge"] = judge_pairwise(questions, answers, judge).as_dict()
-    _write_json(destination, results)
+    humaneval = None if config.humaneval is None else HumanEvalSettings(**config.humaneval, unsafe_no_sandbox=config.unsafe_no_sandbox)
+    judge = None if config.judge is None else JudgeSettings(**config.judge)
+    evaluation = evaluate_model(model_path, humaneval=humaneval, judge=judge)
+    _write_json(destination, {"model": model_path, **evaluation.as_dict()})
 
 
 @dataclass

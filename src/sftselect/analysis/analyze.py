@@ -169,6 +169,36 @@ def analyze(
     return Analysis(descriptions, values, groups, notes, left_out)
 
 
+def analyze_files(
+    source: str,
+    selected: Sequence[str] = (),
+    *,
+    read_options: Mapping[str, Any] | None = None,
+    group_by: str | None = None,
+    lm: ResponseLosses | None = None,
+    use_lm: bool = True,
+    cache: ScoreCache | None = None,
+) -> Analysis:
+    """`analyze` of the pool file SOURCE and each selection file, named by its file name (primed where two share one)."""
+    from pathlib import Path
+
+    from sftselect.io import read_dataset
+
+    pool = read_dataset(source, **(read_options or {}))
+    selections: dict[str, Sequence[Record]] = {}
+    skipped = {source: pool.skipped}
+    for path in selected:
+        name = Path(path).name
+        while name in selections:
+            name += "'"
+        data = read_dataset(path, **(read_options or {}))
+        selections[name], skipped[path] = data.records, data.skipped
+    return analyze(
+        pool.records, selections, group_by=group_by, lm=lm, use_lm=use_lm, cache=cache,
+        pool_name=Path(source).name, skipped=skipped,
+    )
+
+
 def skipped_notes(skipped: Sequence[Skipped]) -> list[str]:
     """For each file with records left out while reading: how many, and each reason's count."""
     by_file: dict[str | None, Counter[str]] = {}

@@ -218,13 +218,22 @@ def _sentence_embedder(model: str | None = None, *, batch_size: int = 64, device
 
 
 @EMBEDDERS.register("lm")
-def _lm_embedder(model: str | None = None, *, batch_size: int = 8, device: str | None = None) -> Any:
+def _lm_embedder(
+    model: str | None = None,
+    *,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "float32",
+    max_length: int | None = None,
+) -> Any:
     """deita's embedding: a causal LM's last-layer state at the last token of the chat-templated conversation."""
-    from sftselect.models.embedders import CausalLMEmbedder
+    from sftselect.models.embedders import DEFAULT_LM_MAX_LENGTH, CausalLMEmbedder
 
     if model is None:
         raise OptionError("the lm embedder needs a causal LM: pass its folder or hub id")
-    return CausalLMEmbedder.from_pretrained(model, device=device, batch_size=batch_size)
+    return CausalLMEmbedder.from_pretrained(
+        model, device=device, dtype=dtype, max_length=max_length or DEFAULT_LM_MAX_LENGTH, batch_size=batch_size
+    )
 
 
 def create_embedder(kind: str = DEFAULT_EMBEDDER, model: str | None = None, **options: Any) -> Any:

@@ -1,11 +1,14 @@
-"""Command-line options every data command shares: input format, field map, bad-record policy, writing."""
+"""Options and help texts several commands share: input format, field map, bad-record policy, writing, cache, engine."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import functools
+from typing import Any, Callable, List, Optional
 
 import typer
 from typing_extensions import Annotated
+
+from sftselect.errors import OptionError
 
 FORMAT_NAMES = (
     "alpaca", "sharegpt", "messages", "prompt_completion", "query_response",
@@ -51,9 +54,39 @@ WithScoresOption = Annotated[
     typer.Option("--with-scores", help="Add each record's scores as extra fields (by default records are written exactly as read)."),
 ]
 
+CACHE_PATH_HELP = "The cache file (default: <user cache folder>/sftselect/scores.sqlite; SFTSELECT_CACHE_DIR moves the folder)."
+ENGINE_HELP = (
+    "Where reading, models and writing run: local (this process) or ray (a Ray cluster through Ray Data; "
+    "pip install 'sftselect\\[ray]'). With ray, plain JSONL is read and written in blocks by Ray tasks."
+)
+RAY_ADDRESS_HELP = "With --engine ray: the address of an existing Ray cluster (e.g. ray://head:10001); default: start a local one."
+UNSAFE_NO_SANDBOX_HELP = (
+    "Where bubblewrap is missing or cannot create namespaces, run generated code anyway, outside any sandbox "
+    "(only time and memory limits): UNSAFE, the code can do whatever you can."
+)
+
 
 def read_arguments(format: Optional[str], fields: Optional[List[str]], on_error: str) -> dict[str, Any]:
     """The keyword arguments of `read_dataset` / `iter_record_batches` for these options."""
     from sftselect.io.formats import parse_field_map
 
     return {"format": format, "field_map": parse_field_map(fields), "on_error": on_error}
+
+
+
+def naming_flags(flags: dict[str, str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a library OptionError raised by the command names the command's flags, not the parameters."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except OptionError as error:
+                if not error.options:
+                    raise
+                raise OptionError(error.naming(flags)) from error
+
+        return run
+
+    return decorate

@@ -1,0 +1,5 @@
+"""`python -m sftselect.cli`: the same as the `sftselect` script."""
+
+from sftselect.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""`sftselect inspect` and `sftselect convert`: look at a dataset, convert it to another format."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from sftselect.cli.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
+from sftselect.cli.output import console
+
+CONVERT_HELP = (
+    "Convert a dataset to ShareGPT, Alpaca or OpenAI messages (JSON and JSONL outputs are written as records "
+    "stream). Each record keeps its conversation (system prompt and turns), its id where the target has a place for "
+    "it (sharegpt, alpaca; messages has none) and, Alpaca to Alpaca, its input apart from its instruction. Every other "
+    "key is dropped (alpaca_eval's generator and dataset, for example), and an OpenAssistant tree becomes its "
+    "best-ranked path."
+)
+
+
+def inspect_command(
+    source: str = typer.Argument(..., metavar="FILE", help="A JSON/JSONL(.gz)/CSV/Parquet file or a save_to_disk folder."),
+    format: FormatOption = None,
+    fields: FieldOption = None,
+    on_error: OnErrorOption = "raise",
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+) -> None:
+    """Show the format found, record count, turns per record, length statistics and problems (streams large files)."""
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from sftselect.io.inspect import inspect_source
+
+    report = inspect_source(source, **read_arguments(format, fields, on_error))
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+        return
+    out = Console()
+    out.print(f"[bold]{report.source}[/]", highlight=False)
+    out.print(f"{report.records} records, format [cyan]{report.format}[/], container [cyan]{report.container}[/]", highlight=False)
+    out.print(f"[dim]{report.format_description}[/]", highlight=False)
+    turns = Table(title="turns per record")
+    turns.add_column("turns", justify="right")
+    turns.add_column("records", justify="right")
+    for count, records in report.turns_per_record.items():
+        turns.add_row(str(count), str(records))
+    out.print(turns)
+    lengths = Table(title="length in characters")
+    for column in ("", "mean", "min", "median", "p95", "max"):
+        lengths.add_column(column, justify="right")
+    for label, stats in (("instruction", report.instruction_chars), ("response", report.response_chars)):
+        lengths.add_row(label, f"{stats.mean:.0f}", str(stats.minimum), f"{stats.median:.0f}", f"{stats.p95:.0f}", str(stats.maximum))
+    out.print(lengths)
+    if report.problems:
+        out.print("[bold yellow]problems:[/]")
+        for problem in report.problems:
+            out.print(f"  - {problem}", highlight=False)
+    else:
+        out.print("[green]no problems found[/]")
+
+
+def convert_command(
+    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    dest: str = typer.Argument(..., metavar="OUT", help="Output; its extension picks the container (.json, .jsonl, .jsonl.gz, .parquet, .csv)."),
+    to: str = typer.Option(..., "--to", help="Target format, with the standard keys TRL and LLaMA-Factory read: sharegpt, alpaca or messages."),
+    format: FormatOption = None,
+    fields: FieldOption = None,
+    on_error: OnErrorOption = "raise",
+    overwrite: OverwriteOption = False,
+) -> None:
+    from sftselect.progress import is_quiet
+    from sftselect.io.convert import convert_source
+
+    written, skipped, side = convert_source(source, to, dest, overwrite=overwrite, **read_arguments(format, fields, on_error))
+    if is_quiet():
+        return
+    console.print(f"wrote {written} records as {to} to {dest}", highlight=False)
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} records[/]; they and the reasons are in {side}", highlight=False)

@@ -1,0 +1,180 @@
+"""`sftselect select`: score records and keep the best."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from sftselect.cli.options import (
+    CACHE_PATH_HELP,
+    ENGINE_HELP,
+    RAY_ADDRESS_HELP,
+    FieldOption,
+    FormatOption,
+    OnErrorOption,
+    OverwriteOption,
+    WithScoresOption,
+    naming_flags,
+    read_arguments,
+)
+from sftselect.cli.output import console
+from sftselect.scorers.defaults import BUNDLED_RANKER
+from sftselect.scorers.registry import method_names
+
+# The select command's flag for each library parameter its errors name.
+SELECT_FLAGS = {
+    "keep": "--keep", "top": "--top", "min_score": "--min-score", "order": "--order", "diversity": "--diversity",
+    "near_dedup": "--near-dedup-threshold", "scores": "--scores", "compare": "--compare",
+    "complexity_model": "--complexity-model", "quality_model": "--quality-model",
+}
+
+
+@naming_flags(SELECT_FLAGS)
+def select_command(
+    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="OUT",
+        help="Where to write the chosen records, in the input's format (the extension may pick another container).",
+    ),
+    keep: Optional[str] = typer.Option(None, "--keep", help="Keep the best share: a percentage (10%) or a fraction (0.1)."),
+    top: Optional[int] = typer.Option(None, "--top", "--budget", help="Keep the best N records (deita calls this the budget)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Keep every record scoring at least X."),
+    method: str = typer.Option("scar", "--method", help=f"How to score: {', '.join(method_names())} (plugins included)."),
+    ranker: Optional[str] = typer.Option(
+        None, "--ranker", metavar="NAME_OR_PATH",
+        help=f"SCAR ranker: a folder in the official format or a hub id (default: the bundled {BUNDLED_RANKER}).",
+    ),
+    complexity_model: Optional[str] = typer.Option(None, "--complexity-model", help="deita complexity scorer (folder or hub id)."),
+    quality_model: Optional[str] = typer.Option(None, "--quality-model", help="deita quality scorer (folder or hub id)."),
+    score_files: Optional[List[str]] = typer.Option(
+        None, "--scores", metavar="FILE",
+        help="deita score files from `sftselect score` (repeatable: e.g. one of complexity, one of quality); skips scoring.",
+    ),
+    embeddings_file: Optional[str] = typer.Option(
+        None, "--embeddings", metavar="FILE", help="Embeddings from `sftselect embed` (.npy + .ids.json, or .parquet) for --diversity."
+    ),
+    embedder: Optional[str] = typer.Option(
+        None, "--embedder", metavar="NAME_OR_PATH",
+        help="What embeds records for --diversity: a sentence-transformers model, or lm:PATH for deita's causal-LM "
+        "embedding (default: the packaged all-MiniLM-L6-v2).",
+    ),
+    diversity: Optional[float] = typer.Option(
+        None, "--diversity", "--threshold",
+        help="deita's diversity filter: skip a record whose cosine similarity to one already chosen exceeds this "
+        "(deita method default 0.9; other methods: off unless given).",
+    ),
+    dedup: bool = typer.Option(False, "--dedup", help="Drop exact duplicates (same user and assistant text after lowercasing and collapsing whitespace)."),
+    near_dedup: bool = typer.Option(False, "--near-dedup", help="Drop near-duplicates found with MinHash LSH over word 3-grams."),
+    near_dedup_threshold: float = typer.Option(0.8, "--near-dedup-threshold", help="Estimated Jaccard similarity at which --near-dedup drops a record."),
+    english_only: bool = typer.Option(False, "--english-only", help="Drop records whose prompts do not look English (a letters and function-words heuristic)."),
+    order: str = typer.Option("score", "--order", help="Write the chosen records by score (best first) or in input order: score or input."),
+    with_scores: WithScoresOption = False,
+    indices_out: Optional[str] = typer.Option(
+        None, "--indices-out", metavar="FILE", help="Also (or, without -o, only) write the chosen input record numbers, one per line (a JSON list for .json)."
+    ),
+    explain: Optional[str] = typer.Option(
+        None, "--explain", metavar="FILE",
+        help="Also write one JSON line per input record: kept or dropped, by which step and why (duplicate of which id, "
+        "cosine to which kept record, below the cutoff...), with its score and rank.",
+    ),
+    compare: Optional[str] = typer.Option(
+        None, "--compare", metavar="M1,M2,...",
+        help="Run several methods (e.g. scar,deita,random,longest,ifd) with the same budget: writes one selection per "
+        "method into the folder -o OUT, then analysis.json and analysis.html comparing their style metrics with the pool.",
+    ),
+    lm: Optional[str] = typer.Option(
+        None, "--lm", metavar="NAME_OR_PATH",
+        help="Causal LM of perplexity, ifd and superfilter, and of --compare's LM metrics (default: the packaged SmolLM2-135M-Instruct).",
+    ),
+    turn_aggregate: str = typer.Option(
+        "mean", "--turn-aggregate",
+        help="scar: a multi-turn record's score from its assistant turns' scores (each scored with the user turn "
+        "before it): mean, first or min.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random method."),
+    perplexity_keep: str = typer.Option("lowest", "--perplexity-keep", help="The perplexity method keeps the lowest or the highest."),
+    max_response_tokens: int = typer.Option(512, "--max-response-tokens", help="LM methods read at most this many tokens of each response."),
+    no_lm: bool = typer.Option(False, "--no-lm", help="With --compare: leave the LM metrics out of the analysis."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="alpagasus: the LLM that rates each pair 0-5 (OpenAI-compatible; key in OPENAI_API_KEY)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="alpagasus: the endpoint of --judge-model, e.g. http://127.0.0.1:8000/v1 (default: OpenAI)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Records per model batch (default: the method's own)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the score cache."),
+    cache_path: Optional[str] = typer.Option(None, "--cache-path", help=CACHE_PATH_HELP),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    format: FormatOption = None,
+    fields: FieldOption = None,
+    on_error: OnErrorOption = "raise",
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
+    from sftselect.engine.cache import open_cache
+    from sftselect.engine.engines import get_engine
+    from sftselect.errors import OptionError
+    from sftselect.io import read_dataset, write_indices
+    from sftselect.io.atomic import check_outputs
+    from sftselect.io.write import data_outputs
+    from sftselect.pipeline import SelectionSummary, build_pipeline, load_embeddings, load_scores, run_selection, write_explanation
+    from sftselect.selectors.registry import budget_selector
+
+    baseline_options = {
+        "lm": lm, "seed": seed, "perplexity_keep": perplexity_keep, "max_response_tokens": max_response_tokens,
+        "judge_model": judge_model, "base_url": base_url, "turn_aggregate": turn_aggregate,
+    }
+    if compare is not None:
+        from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
+        from sftselect.models.response_losses import ResponseLosses
+        from sftselect.analysis.report import summary_table
+
+        if output is None:
+            raise OptionError("--compare writes one selection per method into a folder: name it with -o FOLDER")
+        if explain is not None:
+            raise OptionError("--explain accounts for one method's selection: leave out --compare")
+        budget_selector(keep, top, min_score)
+        methods = parse_methods(compare)
+        check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
+        data = read_dataset(source, **read_arguments(format, fields, on_error))
+        comparison = compare_methods(
+            data, methods, output, keep=keep, top=top, min_score=min_score, models={"scar": ranker},
+            model_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
+            batch_size=batch_size, device=device, cache=open_cache(no_cache, cache_path),
+            lm=ResponseLosses(lm, max_response_tokens=max_response_tokens, device=device), use_lm=not no_lm, overwrite=overwrite,
+        )
+        Console().print(summary_table(comparison.analysis))
+        for method, path in comparison.written.items():
+            console.print(f"{method}: {len(comparison.selections[method].indices)} records -> {path}", highlight=False)
+        console.print(f"analysis: {comparison.json_path}, {comparison.html_path}", highlight=False)
+        return
+    if output is None and indices_out is None:
+        raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
+    budget_selector(keep, top, min_score)
+    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain]
+    check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
+    summary = SelectionSummary()
+    cache = None if score_files else open_cache(no_cache, cache_path)
+    runner = get_engine(engine, ray_address, cache)
+    with summary.step("reading"):
+        data = runner.read(source, **read_arguments(format, fields, on_error))
+    summary.read = data.input_count
+    summary.skip_all(data.skipped)
+    scores = load_scores(score_files, data.records, method) if score_files else None
+    embeddings = load_embeddings(embeddings_file, data.records) if embeddings_file else None
+    pipeline = build_pipeline(
+        method, keep=keep, top=top, min_score=min_score, model=ranker,
+        shared_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
+        dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
+        diversity=diversity, embedder=embedder, batch_size=batch_size, device=device, order=order, scored=scores is not None,
+    )
+    selection = run_selection(data.records, pipeline, scores=scores, embeddings=embeddings, cache=cache, summary=summary, engine=runner)
+    with summary.step("writing"):
+        if output is not None:
+            runner.write_selection(data, selection.indices, output, scores=selection.scores if with_scores else None, overwrite=overwrite)
+            summary.written_to = output
+        if indices_out is not None:
+            write_indices([data.records[i].index for i in selection.indices], indices_out, overwrite=overwrite)
+        if explain is not None:
+            write_explanation(explain, data.records, selection, data.skipped, overwrite=overwrite)
+    summary.report()
