@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from sftselect.io.convert import convert_source
 from sftselect.io.llamafactory import dataset_info_entry, merge_dataset_info
 
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt", "system_tag": "system"}
+SFTSELECT = Path(sys.executable).parent / "sftselect"
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
 
 
@@ -92,3 +96,32 @@ def test_convert_refuses_a_clashing_entry_before_writing_any_data(tmp_path):
     with pytest.raises(OptionError, match="already has an entry 'sel'"):
         convert_source(tmp_path / "in.json", "messages", tmp_path / "sel.json", llamafactory_info=info)
     assert not (tmp_path / "sel.json").exists()
+
+
+def run_installed(*arguments: str, folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SFTSELECT), *arguments], capture_output=True, text=True, cwd=folder)
+
+
+def test_the_convert_command_adds_the_entry_and_says_so(tmp_path):
+    (tmp_path / "in.json").write_text(json.dumps([{"instruction": "Hi", "input": "", "output": "Hello."}]))
+    completed = run_installed("convert", "in.json", "sel.jsonl", "--to", "messages", "--llamafactory-info", "dataset_info.json", folder=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "added the entry 'sel' to dataset_info.json" in completed.stderr
+    assert json.loads((tmp_path / "dataset_info.json").read_text())["sel"]["columns"] == {"messages": "messages"}
+
+
+def test_the_convert_command_refuses_a_clashing_entry_in_one_line(tmp_path):
+    (tmp_path / "in.json").write_text(json.dumps([{"instruction": "Hi", "input": "", "output": "Hello."}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"sel": {"file_name": "x.json"}}))
+    completed = run_installed("convert", "in.json", "sel.json", "--to", "alpaca", "--llamafactory-info", "dataset_info.json", folder=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "error: dataset_info.json already has an entry 'sel' for 'x.json'; pass --overwrite to replace it"
+    ]
+    assert not (tmp_path / "sel.json").exists()
+
+
+def test_the_info_file_may_not_be_the_output(tmp_path):
+    (tmp_path / "in.json").write_text(json.dumps([{"instruction": "Hi", "input": "", "output": "Hello."}]))
+    with pytest.raises(OptionError, match="apart from the input and the output"):
+        convert_source(tmp_path / "in.json", "alpaca", tmp_path / "sel.json", llamafactory_info=tmp_path / "sel.json")

@@ -68,13 +68,24 @@ def convert_command(
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    llamafactory_info: str | None = typer.Option(
+        None, "--llamafactory-info", metavar="FILE",
+        help="Also add OUT's entry (named for OUT without its extension) to LLaMA-Factory's dataset_info.json FILE, "
+        "keeping its other entries; an entry of that name for another file is replaced only with --overwrite.",
+    ),
 ) -> None:
     from sftselect.progress import is_quiet
     from sftselect.io.convert import convert_source
 
-    written, skipped, side = convert_source(source, to, dest, overwrite=overwrite, **read_arguments(format, fields, on_error))
+    written, skipped, side = convert_source(
+        source, to, dest, overwrite=overwrite, llamafactory_info=llamafactory_info, **read_arguments(format, fields, on_error)
+    )
     if is_quiet():
         return
     console.print(f"wrote {written} records as {to} to {dest}", highlight=False)
+    if llamafactory_info is not None:
+        from sftselect.io.llamafactory import entry_name
+
+        console.print(f"added the entry {entry_name(dest)!r} to {llamafactory_info}", highlight=False)
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} records[/]; they and the reasons are in {side}", highlight=False)

@@ -119,6 +119,8 @@ def convert_source(
     check_outputs(data_outputs(dest, source_path, on_error), [source_path], overwrite)
     if llamafactory_info is not None:
         check_llamafactory_reads(target, dest)
+        if Path(llamafactory_info).resolve() in {dest.resolve(), *([source_path.resolve()] if source_path else [])}:
+            raise OptionError(f"--llamafactory-info {llamafactory_info} must be a file apart from the input and the output")
         check_entry_free(llamafactory_info, entry_name(dest), llamafactory_file_name(dest, llamafactory_info), overwrite)
     columns: set[str] = set()
     stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
