@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import CACHE_PATH_HELP, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
+from sftselect.cli.options import CachePathOption, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
 from sftselect.cli.output import console
 
 
@@ -33,7 +33,7 @@ def analyze_command(
     batch_tokens: int = typer.Option(4096, "--batch-tokens", help="Padded tokens per LM batch (lower it if memory runs short)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache of LM losses."),
-    cache_path: Optional[str] = typer.Option(None, "--cache-path", help=CACHE_PATH_HELP),
+    cache_path: CachePathOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import CACHE_PATH_HELP
+from sftselect.cli.options import CachePathOption
 
 app = typer.Typer(
     help="Inspect or empty the score cache (scores and embeddings kept so re-runs compute only new records).",
@@ -17,7 +17,7 @@ app = typer.Typer(
 
 @app.command("info")
 def cache_info(
-    cache_path: Optional[str] = typer.Option(None, "--cache-path", help=CACHE_PATH_HELP),
+    cache_path: CachePathOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of a table."),
 ) -> None:
     """Show where the cache is, its size, and how many entries each scorer or embedder holds."""
@@ -34,7 +34,7 @@ def cache_info(
 
 @app.command("clear")
 def cache_clear(
-    cache_path: Optional[str] = typer.Option(None, "--cache-path", help=CACHE_PATH_HELP),
+    cache_path: CachePathOption = None,
     namespace: Optional[str] = typer.Option(
         None, "--namespace", help="Remove only this namespace (its id, or a prefix of it, as `cache info` shows)."
     ),

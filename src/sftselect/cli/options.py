@@ -60,6 +60,10 @@ ENGINE_HELP = (
     "pip install 'sftselect\\[ray]'). With ray, plain JSONL is read and written in blocks by Ray tasks."
 )
 RAY_ADDRESS_HELP = "With --engine ray: the address of an existing Ray cluster (e.g. ray://head:10001); default: start a local one."
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the score cache.")]
+CachePathOption = Annotated[Optional[str], typer.Option("--cache-path", help=CACHE_PATH_HELP)]
+EngineOption = Annotated[str, typer.Option("--engine", help=ENGINE_HELP)]
+RayAddressOption = Annotated[Optional[str], typer.Option("--ray-address", help=RAY_ADDRESS_HELP)]
 UNSAFE_NO_SANDBOX_HELP = (
     "Where bubblewrap is missing or cannot create namespaces, run generated code anyway, outside any sandbox "
     "(only time and memory limits): UNSAFE, the code can do whatever you can."
