@@ -39,23 +39,21 @@ class LocalEngine:
 
     def score(self, records: Sequence[Record], scorer: Any) -> np.ndarray:
         """One float64 score per record."""
-        if self.cache is None:
-            self.last_computed = len(records)
-            return np.asarray(scorer.score(records), dtype=np.float64)
-        cached = CachedScorer(scorer, self.cache, self.chunk_size)
-        scores = cached.score(records)
-        self.last_computed = cached.last_computed
-        return scores
+        return self._computed(records, scorer, "score", CachedScorer, np.float64)
 
     def embed(self, records: Sequence[Record], embedder: Any) -> np.ndarray:
         """One float32 vector per record, as a matrix [N, d]."""
+        return self._computed(records, embedder, "embed", CachedEmbedder, np.float32)
+
+    def _computed(self, records: Sequence[Record], model: Any, method: str, wrapper: Any, dtype: Any) -> np.ndarray:
+        """`model.<method>(records)`, through `wrapper` over the cache when there is one; counts what was computed."""
         if self.cache is None:
             self.last_computed = len(records)
-            return np.asarray(embedder.embed(records), dtype=np.float32)
-        cached = CachedEmbedder(embedder, self.cache, self.chunk_size)
-        vectors = cached.embed(records)
+            return np.asarray(getattr(model, method)(records), dtype=dtype)
+        cached = wrapper(model, self.cache, self.chunk_size)
+        values = getattr(cached, method)(records)
         self.last_computed = cached.last_computed
-        return vectors
+        return values
 
     def prompt_model(self, model: Any) -> Any:
         """A deita prompt model (`complexity`, `quality`) that runs here, through the cache when there is one."""
