@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         import synth_ranker_answers
 
         extra = ["--per-source", str(args.per_source)] if args.per_source else []
-        synth_ranker_answers.main(["--data", str(args.data), "-o", str(args.answers), "--max-tokens", "256", *extra])
+        synth_ranker_answers.main(["--data", str(args.data), "-o", str(args.answers), *extra])
 
     synth, dropped = synth_answer_pairs(args.answers, more_human_answers=oasst_top_replies(args.data / "oasst/oasst_en_100_tree.jsonl"))
     gpt35 = scar_gpt35_pairs(
