@@ -328,7 +328,12 @@ def test_stdin_from_a_terminal_is_refused_at_once():
 def test_ctrl_c_while_waiting_for_a_fifo_exits_130(tmp_path):
     fifo = tmp_path / "d.jsonl"
     os.mkfifo(fifo)
-    process = subprocess.Popen([*script(), "inspect", str(fifo)], stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: give the
+    # script the default disposition a user's terminal gives it, whatever started the test run.
+    process = subprocess.Popen(
+        [*script(), "inspect", str(fifo)], stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         # A non-blocking open for writing succeeds once the script has the FIFO open for reading.
         deadline = time.monotonic() + 60
