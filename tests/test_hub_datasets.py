@@ -117,6 +117,14 @@ def test_a_hub_id_is_read_from_the_offline_cache(repo, datasets_cache):
     assert [record.original for record in read_dataset(HUB_ID, subset="alpaca", split="test").records] == TEST
 
 
+def test_offline_the_cache_names_the_subsets_it_holds(repo, datasets_cache):
+    cache_as_hub_dataset(repo, datasets_cache)
+    with pytest.raises(OptionError, match=r"owner/chat has several subsets in the local datasets cache \(alpaca, sharegpt\)"):
+        read_dataset(HUB_ID)
+    with pytest.raises(DataError, match=r"owner/chat: has no subset 'code' in the local datasets cache \(cached: alpaca, sharegpt\)"):
+        read_dataset(HUB_ID, subset="code")
+
+
 def test_streaming_numbers_the_records_as_a_whole_load_does(repo, datasets_cache):
     cache_as_hub_dataset(repo, datasets_cache)
     whole = read_dataset(HUB_ID, subset="alpaca")
@@ -167,7 +175,7 @@ def test_a_name_that_is_no_path_and_no_hub_id_is_no_such_file(tmp_path, monkeypa
 
 def test_repository_options_on_a_file_are_refused(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", TRAIN)
-    with pytest.raises(OptionError, match="d.jsonl is a file: split applies only to a Hub dataset or a dataset folder"):
+    with pytest.raises(OptionError, match="d.jsonl is a file: split applies only to a Hub dataset id or a dataset repository folder"):
         read_dataset(tmp_path / "d.jsonl", split="test")
 
 
@@ -226,3 +234,12 @@ def test_an_uncached_hub_id_offline_is_one_error_line_saying_how_to_fix_it(tmp_p
         "(HF_HUB_OFFLINE is set); go online once to fetch it, or download it where you are online (hf download "
         "tatsu-lab/alpaca --repo-type dataset --local-dir alpaca) and give that folder instead\n"
     )
+
+
+def test_every_command_that_reads_data_takes_the_hub_options():
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    for name in ("select", "score", "embed", "analyze", "inspect", "convert"):
+        flags = {flag for param in commands[name].params for flag in param.opts}
+        assert {"--subset", "--split", "--revision", "--streaming"} <= flags, name

@@ -75,8 +75,9 @@ StreamingOption = Annotated[
     bool,
     typer.Option(
         "--streaming",
-        help="For a Hub dataset id: read the rows as they download instead of caching the whole split first "
-        "(for datasets too large for the disk; needs the network). Records are numbered in the same order.",
+        help="For a Hub dataset id or a dataset repository folder: read the rows as they come instead of preparing "
+        "the whole split in the datasets cache first (for datasets too large for the disk). Records are numbered "
+        "in the same order.",
     ),
 ]
 WithScoresOption = Annotated[

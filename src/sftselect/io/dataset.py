@@ -25,8 +25,8 @@ from sftselect.io.containers import (
     sniff_container,
     spool_stream,
 )
-from sftselect.io.hub import RepositoryOptions, check_applies, hub_id_of, load_repository, refuse_revision
 from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of, other_format
+from sftselect.io.hub import RepositoryOptions, check_applies, hub_id_of, load_repository, refuse_revision
 from sftselect.records import Record, Turn
 
 ON_ERROR = ("raise", "skip")

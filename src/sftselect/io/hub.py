@@ -101,8 +101,14 @@ def _explained(error: Exception, location: str, options: RepositoryOptions, name
         return DataError(name, f"{message} Check the id (and the revision); a private or gated dataset needs `hf auth login`")
     if message.startswith("Config name is missing"):
         return OptionError(f"{location} has several subsets ({listed}); choose one with --subset")
-    if message.startswith("BuilderConfig") or "Available configs in the cache" in message:
-        return DataError(location, f"has no subset {options.subset!r}" + (f" (its subsets: {listed})" if listed else " in the local datasets cache"))
+    if message.startswith("There are multiple"):
+        cached = ", ".join(sorted(message.splitlines()[0].partition("in the cache: ")[2].split(", ")))
+        return OptionError(f"{location} has several subsets in the local datasets cache ({cached}); choose one with --subset")
+    if message.startswith("BuilderConfig"):
+        return DataError(location, f"has no subset {options.subset!r} (its subsets: {listed})")
+    if "Available configs in the cache" in message or message.startswith("Couldn't find cache"):
+        return DataError(location, f"has no subset {options.subset!r} in the local datasets cache (cached: {listed or 'none'}); "
+                                   "go online once to fetch it")
     if message.startswith(("Unknown split", "Bad split")):
         split = options.split or DEFAULT_SPLIT
         return DataError(location, f"has no split {split!r} (its splits: {listed}); choose one with --split")
@@ -135,7 +141,7 @@ def check_applies(options: RepositoryOptions, name: str, what: str) -> None:
     given = options.given()
     if given:
         verb = "applies" if len(given) == 1 else "apply"
-        raise OptionError(f"{name} is {what}: {' and '.join(given)} {verb} only to a Hub dataset or a dataset folder")
+        raise OptionError(f"{name} is {what}: {' and '.join(given)} {verb} only to a Hub dataset id or a dataset repository folder")
 
 
 def refuse_revision(options: RepositoryOptions, path: Path) -> None:
