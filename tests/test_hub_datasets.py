@@ -146,6 +146,15 @@ def test_a_hub_selection_is_written_as_for_a_datasets_dataset(repo, datasets_cac
     assert datasets.load_dataset("parquet", data_files=str(tmp_path / "sel.parquet"), split="train").to_list() == [TRAIN[1]]
 
 
+def test_select_writes_a_hub_selection_to_a_folder_when_out_has_no_extension(repo, datasets_cache, tmp_path):
+    cache_as_hub_dataset(repo, datasets_cache)
+    result = CliRunner().invoke(app, ["select", HUB_ID, "--subset", "alpaca", "-o", str(tmp_path / "sel"), "--top", "2",
+                                      "--indices-out", str(tmp_path / "idx.txt"), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    chosen = [int(line) for line in (tmp_path / "idx.txt").read_text().split()]
+    assert datasets.load_from_disk(str(tmp_path / "sel")).to_list() == [TRAIN[number] for number in chosen]
+
+
 def test_a_streamed_selection_keeps_the_features_in_a_folder(repo, datasets_cache, tmp_path):
     cache_as_hub_dataset(repo, datasets_cache)
     data = read_dataset(HUB_ID, subset="alpaca", streaming=True)

@@ -28,7 +28,9 @@ CONVERT_HELP = (
 
 
 def inspect_command(
-    source: str = typer.Argument(..., metavar="FILE", help="A JSON/JSONL(.gz)/CSV/Parquet file, a save_to_disk or dataset folder, or a Hub dataset id (owner/name)."),
+    source: str = typer.Argument(
+        ..., metavar="FILE", help="A JSON/JSONL(.gz)/CSV/Parquet file, a save_to_disk or dataset folder, or a Hub dataset id (owner/name)."
+    ),
     format: FormatOption = None,
     fields: FieldOption = None,
     subset: SubsetOption = None,
@@ -96,7 +98,8 @@ def convert_command(
     from sftselect.io.convert import convert_source
 
     written, skipped, side = convert_source(
-        source, to, dest, overwrite=overwrite, llamafactory_info=llamafactory_info, **read_arguments(format, fields, on_error, subset, split, revision, streaming)
+        source, to, dest, overwrite=overwrite, llamafactory_info=llamafactory_info,
+        **read_arguments(format, fields, on_error, subset, split, revision, streaming),
     )
     if is_quiet():
         return
