@@ -189,7 +189,7 @@ def test_dataset_dict_folder_asks_for_one_split(tmp_path):
     import datasets
 
     datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "p", "completion": "c"}])}).save_to_disk(str(tmp_path / "dd"))
-    assert "holds several splits (train); point at one split's folder" in error_of(tmp_path / "dd")
+    assert "holds several splits (train); choose one with --split, e.g. --split train" in error_of(tmp_path / "dd")
 
 
 def test_not_utf8_large_csv_is_caught_while_streaming(tmp_path, monkeypatch):

@@ -183,15 +183,18 @@ def analyze_files(
     from pathlib import Path
 
     from sftselect.io import read_dataset
+    from sftselect.io.hub import REPOSITORY_OPTIONS
 
     pool = read_dataset(source, **(read_options or {}))
+    # A subset, split or revision picks the pool's part of its repository; selections are read whole.
+    selection_options = {key: value for key, value in (read_options or {}).items() if key not in REPOSITORY_OPTIONS}
     selections: dict[str, Sequence[Record]] = {}
     skipped = {source: pool.skipped}
     for path in selected:
         name = Path(path).name
         while name in selections:
             name += "'"
-        data = read_dataset(path, **(read_options or {}))
+        data = read_dataset(path, **selection_options)
         selections[name], skipped[path] = data.records, data.skipped
     return analyze(
         pool.records, selections, group_by=group_by, lm=lm, use_lm=use_lm, cache=cache,

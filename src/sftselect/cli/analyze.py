@@ -7,12 +7,23 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import CachePathOption, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
+from sftselect.cli.options import (
+    CachePathOption,
+    FieldOption,
+    FormatOption,
+    OnErrorOption,
+    OverwriteOption,
+    RevisionOption,
+    SplitOption,
+    StreamingOption,
+    SubsetOption,
+    read_arguments,
+)
 from sftselect.cli.output import console
 
 
 def analyze_command(
-    source: str = typer.Argument(..., metavar="IN", help="The pool: input file or save_to_disk folder, any supported format."),
+    source: str = typer.Argument(..., metavar="IN", help="The pool: input file, save_to_disk or dataset folder, or Hub dataset id (owner/name), any supported format."),
     selected: Optional[List[str]] = typer.Option(
         None, "--selected", metavar="OUT", help="A selection to compare with the pool (e.g. the output of `select`). Repeatable."
     ),
@@ -36,6 +47,10 @@ def analyze_command(
     cache_path: CachePathOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -54,7 +69,7 @@ def analyze_command(
     check_outputs([json_out, html_out, side_file], [source, *(selected or [])], overwrite)
     losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
     analysis = analyze_files(
-        source, selected or [], read_options=read_arguments(format, fields, on_error), group_by=group_by, lm=losses,
+        source, selected or [], read_options=read_arguments(format, fields, on_error, subset, split, revision, streaming), group_by=group_by, lm=losses,
         use_lm=not no_lm, cache=None if no_lm else open_cache(no_cache, cache_path),
     )
     Console().print(summary_table(analysis))

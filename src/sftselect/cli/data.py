@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
+from sftselect.cli.options import (
+    FieldOption,
+    FormatOption,
+    OnErrorOption,
+    OverwriteOption,
+    RevisionOption,
+    SplitOption,
+    StreamingOption,
+    SubsetOption,
+    read_arguments,
+)
 from sftselect.cli.output import console
 
 CONVERT_HELP = (
@@ -18,9 +28,15 @@ CONVERT_HELP = (
 
 
 def inspect_command(
-    source: str = typer.Argument(..., metavar="FILE", help="A JSON/JSONL(.gz)/CSV/Parquet file or a save_to_disk folder."),
+    source: str = typer.Argument(
+        ..., metavar="FILE", help="A JSON/JSONL(.gz)/CSV/Parquet file, a save_to_disk or dataset folder, or a Hub dataset id (owner/name)."
+    ),
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
 ) -> None:
@@ -32,7 +48,7 @@ def inspect_command(
 
     from sftselect.io.inspect import inspect_source
 
-    report = inspect_source(source, **read_arguments(format, fields, on_error))
+    report = inspect_source(source, **read_arguments(format, fields, on_error, subset, split, revision, streaming))
     if as_json:
         print(json.dumps(dataclasses.asdict(report), indent=2))
         return
@@ -61,11 +77,15 @@ def inspect_command(
 
 
 def convert_command(
-    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    source: str = typer.Argument(..., metavar="IN", help="Input file, save_to_disk or dataset folder, or Hub dataset id (owner/name), any supported format."),
     dest: str = typer.Argument(..., metavar="OUT", help="Output; its extension picks the container (.json, .jsonl, .jsonl.gz, .parquet, .csv)."),
     to: str = typer.Option(..., "--to", help="Target format, with the standard keys TRL and LLaMA-Factory read: sharegpt, alpaca or messages."),
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
     llamafactory_info: str | None = typer.Option(
@@ -78,7 +98,8 @@ def convert_command(
     from sftselect.io.convert import convert_source
 
     written, skipped, side = convert_source(
-        source, to, dest, overwrite=overwrite, llamafactory_info=llamafactory_info, **read_arguments(format, fields, on_error)
+        source, to, dest, overwrite=overwrite, llamafactory_info=llamafactory_info,
+        **read_arguments(format, fields, on_error, subset, split, revision, streaming),
     )
     if is_quiet():
         return

@@ -1,4 +1,4 @@
-"""Options and help texts several commands share: input format, field map, bad-record policy, writing, cache, engine."""
+"""Options and help texts several commands share: input format, field map, Hub datasets, bad-record policy, writing, cache, engine."""
 
 from __future__ import annotations
 
@@ -49,6 +49,37 @@ OverwriteOption = Annotated[
         "holding nothing but what sftselect writes there). An input is never replaced.",
     ),
 ]
+SubsetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--subset",
+        help="For a Hub dataset id (owner/name) or a dataset repository folder: the subset (configuration) to read, "
+        "where it has several.",
+        show_default=False,
+    ),
+]
+SplitOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--split",
+        help="For a Hub dataset id or a dataset repository folder: the split to read (default: train); also picks a "
+        "split of a save_to_disk DatasetDict folder.",
+        show_default=False,
+    ),
+]
+RevisionOption = Annotated[
+    Optional[str],
+    typer.Option("--revision", help="For a Hub dataset id: the branch, tag or commit to read (default: main).", show_default=False),
+]
+StreamingOption = Annotated[
+    bool,
+    typer.Option(
+        "--streaming",
+        help="For a Hub dataset id or a dataset repository folder: read the rows as they come instead of preparing "
+        "the whole split in the datasets cache first (for datasets too large for the disk). Records are numbered "
+        "in the same order.",
+    ),
+]
 WithScoresOption = Annotated[
     bool,
     typer.Option("--with-scores", help="Add each record's scores as extra fields (by default records are written exactly as read)."),
@@ -70,12 +101,17 @@ UNSAFE_NO_SANDBOX_HELP = (
 )
 
 
-def read_arguments(format: Optional[str], fields: Optional[List[str]], on_error: str) -> dict[str, Any]:
+def read_arguments(
+    format: Optional[str], fields: Optional[List[str]], on_error: str,
+    subset: Optional[str] = None, split: Optional[str] = None, revision: Optional[str] = None, streaming: bool = False,
+) -> dict[str, Any]:
     """The keyword arguments of `read_dataset` / `iter_record_batches` for these options."""
     from sftselect.io.formats import parse_field_map
 
-    return {"format": format, "field_map": parse_field_map(fields), "on_error": on_error}
-
+    return {
+        "format": format, "field_map": parse_field_map(fields), "on_error": on_error,
+        "subset": subset, "split": split, "revision": revision, "streaming": streaming,
+    }
 
 
 def naming_flags(flags: dict[str, str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -15,6 +15,10 @@ from sftselect.cli.options import (
     OnErrorOption,
     OverwriteOption,
     RayAddressOption,
+    RevisionOption,
+    SplitOption,
+    StreamingOption,
+    SubsetOption,
     naming_flags,
     read_arguments,
 )
@@ -24,7 +28,7 @@ from sftselect.scorers.defaults import DEFAULT_COMPLEXITY_MODEL, DEFAULT_QUALITY
 
 @naming_flags({"scorer": "--scorer", "engine": "--engine"})
 def score_command(
-    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    source: str = typer.Argument(..., metavar="IN", help="Input file, save_to_disk or dataset folder, or Hub dataset id (owner/name), any supported format."),
     output: str = typer.Option(..., "--output", "-o", metavar="OUT", help="Score file to write (JSONL: id, index, scores, per-turn scores)."),
     scorer: str = typer.Option(
         "deita-complexity", "--scorer",
@@ -55,6 +59,10 @@ def score_command(
     ray_address: RayAddressOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -68,7 +76,7 @@ def score_command(
         scorer=scorer, models={"complexity": complexity_model or model, "quality": quality_model or model},
         reuse=reuse or [], backend=backend,
         model_options={"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget},
-        read_options=read_arguments(format, fields, on_error), overwrite=overwrite,
+        read_options=read_arguments(format, fields, on_error, subset, split, revision, streaming), overwrite=overwrite,
     )
     console.print(f"scored {report.records} records ({report.prompts} prompts scored, {', '.join(report.reused) or 'none'} reused); "
                   f"wrote {output}", highlight=False, soft_wrap=True)
@@ -77,7 +85,7 @@ def score_command(
 
 
 def embed_command(
-    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    source: str = typer.Argument(..., metavar="IN", help="Input file, save_to_disk or dataset folder, or Hub dataset id (owner/name), any supported format."),
     output: str = typer.Option(..., "--output", "-o", metavar="EMB", help="EMB.npy (float32, ids in EMB.ids.json beside it) or EMB.parquet."),
     embedder: str = typer.Option(
         "sentence", "--embedder", help="sentence: sentence-transformers mean pooling of the conversation text; "
@@ -94,6 +102,10 @@ def embed_command(
     ray_address: RayAddressOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -106,7 +118,7 @@ def embed_command(
     report = embed_file(
         source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
         embedder=embedder, model=model, embedder_options={"device": device, "batch_size": batch_size, **lm_options},
-        read_options=read_arguments(format, fields, on_error), overwrite=overwrite,
+        read_options=read_arguments(format, fields, on_error, subset, split, revision, streaming), overwrite=overwrite,
     )
     console.print(f"embedded {report.records} records into {report.dimensions} dimensions; wrote {output}", highlight=False, soft_wrap=True)
     if report.truncated:

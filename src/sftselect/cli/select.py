@@ -16,6 +16,10 @@ from sftselect.cli.options import (
     OnErrorOption,
     OverwriteOption,
     RayAddressOption,
+    RevisionOption,
+    SplitOption,
+    StreamingOption,
+    SubsetOption,
     WithScoresOption,
     naming_flags,
     read_arguments,
@@ -34,7 +38,7 @@ SELECT_FLAGS = {
 
 @naming_flags(SELECT_FLAGS)
 def select_command(
-    source: str = typer.Argument(..., metavar="IN", help="Input file or save_to_disk folder, any supported format."),
+    source: str = typer.Argument(..., metavar="IN", help="Input file, save_to_disk or dataset folder, or Hub dataset id (owner/name), any supported format."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", metavar="OUT",
         help="Where to write the chosen records, in the input's format (the extension may pick another container).",
@@ -108,6 +112,10 @@ def select_command(
     ray_address: RayAddressOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -137,7 +145,7 @@ def select_command(
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
         check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
-        data = read_dataset(source, **read_arguments(format, fields, on_error))
+        data = read_dataset(source, **read_arguments(format, fields, on_error, subset, split, revision, streaming))
         comparison = compare_methods(
             data, methods, output, keep=keep, top=top, min_score=min_score, models={"scar": ranker},
             model_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
@@ -158,7 +166,7 @@ def select_command(
     cache = None if score_files else open_cache(no_cache, cache_path)
     runner = get_engine(engine, ray_address, cache)
     with summary.step("reading"):
-        data = runner.read(source, **read_arguments(format, fields, on_error))
+        data = runner.read(source, **read_arguments(format, fields, on_error, subset, split, revision, streaming))
     summary.read = data.input_count
     summary.skip_all(data.skipped)
     scores = load_scores(score_files, data.records, method) if score_files else None

@@ -25,10 +25,11 @@ class LocalEngine:
         self.last_computed = 0
 
     def read(
-        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
+        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise",
+        **repository: Any,
     ) -> Dataset:
-        """Read a source whole (`read_dataset`)."""
-        return read_dataset(source, format, field_map, on_error)
+        """Read a source whole (`read_dataset`; `repository`: its subset, split, revision and streaming)."""
+        return read_dataset(source, format, field_map, on_error, **repository)
 
     def write_selection(
         self, data: Dataset, indices: Sequence[int], dest: str | Path,

@@ -172,11 +172,15 @@ class RayEngine:
         return self.num_actors or gpus or max(1, int(resources.get("CPU", 1)))
 
     def read(
-        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise"
+        self, source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None, on_error: str = "raise",
+        **repository: Any,
     ) -> Dataset:
-        """Read a plain JSONL file in byte-range blocks parsed by Ray tasks; any other source on the driver."""
-        if not splits_into_blocks(source):
-            return read_dataset(source, format, field_map, on_error)
+        """Read a plain JSONL file in byte-range blocks parsed by Ray tasks; any other source on the driver.
+
+        `repository`: `read_dataset`'s subset, split, revision and streaming, for a Hub dataset or a dataset folder.
+        """
+        if not splits_into_blocks(source) or any(repository.values()):
+            return read_dataset(source, format, field_map, on_error, **repository)
         opened = open_jsonl_blocks(source, format, field_map, on_error)
         ray = self._ray()
         ranges = opened.ranges(self.read_block_bytes)

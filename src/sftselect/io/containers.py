@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from sftselect.errors import DataError, OptionError
 
-CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz", "parquet", "csv", "hf_disk", "hf_dataset")
+CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz", "parquet", "csv", "hf_disk", "hf_dataset", "hf_repo")
 EXTENSIONS = {
     ".json.gz": "json.gz",
     ".jsonl.gz": "jsonl.gz",
@@ -589,8 +589,8 @@ def take_parquet_rows(path: Path, numbers: list[int], batch_size: int = 10_000):
 # Hugging Face datasets --------------------------------------------------------------
 
 
-def load_hf_disk(path: Path):
-    """A `datasets.Dataset` saved with `save_to_disk`; a DatasetDict must be narrowed to one split."""
+def load_hf_disk(path: Path, split: str | None = None):
+    """A `datasets.Dataset` saved with `save_to_disk`; a DatasetDict must be narrowed to one split (`split`)."""
     import datasets
 
     try:
@@ -599,17 +599,23 @@ def load_hf_disk(path: Path):
         raise DataError(str(path), f"is not a readable Hugging Face dataset folder ({error})") from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = ", ".join(loaded.keys())
-        raise DataError(str(path), f"holds several splits ({splits}); point at one split's folder, e.g. {path / next(iter(loaded.keys()))}")
+        if split is None:
+            raise DataError(str(path), f"holds several splits ({splits}); choose one with --split, e.g. --split {next(iter(loaded.keys()))}")
+        if split not in loaded:
+            raise DataError(str(path), f"has no split {split!r} (its splits: {splits})")
+        return loaded[split]
+    if split is not None:
+        raise OptionError(f"{path} holds one dataset, not splits: leave out the split")
     return loaded
 
 
-def iter_hf_rows(dataset, batch_size: int = 10_000) -> Iterator[RawItem]:
-    """Stream a `datasets.Dataset`'s rows as dicts in column order."""
-    if len(dataset) == 0:
-        raise DataError("<datasets.Dataset>", "contains no records")
+def iter_hf_rows(dataset, batch_size: int = 10_000, name: str = "<datasets.Dataset>") -> Iterator[RawItem]:
+    """Stream the rows of a `datasets.Dataset` or `IterableDataset` as dicts in column order."""
     number = 0
-    columns = dataset.column_names
     for batch in dataset.iter(batch_size=batch_size):
+        columns = list(batch)
         for values in zip(*(batch[column] for column in columns)):
             yield RawItem(number, dict(zip(columns, values)))
             number += 1
+    if number == 0:
+        raise DataError(name, "contains no records")

@@ -104,26 +104,28 @@ def convert_source(
     overwrite: bool = False,
     batch_size: int = 10_000,
     llamafactory_info: str | Path | None = None,
+    **repository: Any,
 ) -> tuple[int, list[Skipped], Path | None]:
     """Write every record of a source in the target format to dest (container by its extension), streaming.
 
     Returns the number written, every record left out (while reading or converting) and the
     side file they went to. Nothing is left behind when a record fails under on_error="raise".
     With `llamafactory_info`, the `dataset_info.json` entry for dest is merged into that file
-    (named for dest; a different entry of that name is replaced only with overwrite).
+    (named for dest; a different entry of that name is replaced only with overwrite). `repository`:
+    `read_dataset`'s subset, split, revision and streaming, for a Hub dataset or a dataset folder.
     """
     if target not in CONVERTERS:
         raise OptionError(f"cannot convert to {target!r}; choose one of {', '.join(TARGETS)}")
     dest = Path(dest)
     source_path = Path(source) if isinstance(source, (str, Path)) else None
-    check_outputs(data_outputs(dest, source_path, on_error), [source_path], overwrite)
+    check_outputs(data_outputs(dest, source if source_path is not None else None, on_error), [source_path], overwrite)
     if llamafactory_info is not None:
         check_llamafactory_reads(target, dest)
         if Path(llamafactory_info).resolve() in {dest.resolve(), *([source_path.resolve()] if source_path else [])}:
             raise OptionError(f"--llamafactory-info {llamafactory_info} must be a file apart from the input and the output")
         check_entry_free(llamafactory_info, entry_name(dest), llamafactory_file_name(dest, llamafactory_info), overwrite)
     columns: set[str] = set()
-    stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
+    stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error, **repository)
     unconvertible: list[Skipped] = []
 
     def rows() -> Iterator[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Reading: any supported file, folder or `datasets.Dataset` into `Record`s, whole or in batches."""
+"""Reading: any supported file, folder, Hub dataset or `datasets.Dataset` into `Record`s, whole or in batches."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from sftselect.io.containers import (
     spool_stream,
 )
 from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of, other_format
+from sftselect.io.hub import RepositoryOptions, check_applies, hub_id_of, load_repository, refuse_revision
 from sftselect.records import Record, Turn
 
 ON_ERROR = ("raise", "skip")
@@ -74,11 +75,12 @@ class Dataset:
     source_object: Any = field(default=None, repr=False)
     input_count: int = 0
     spool: Spool | None = field(default=None, repr=False)
+    label: str | None = None
 
     @property
     def name(self) -> str:
         """How messages name the source."""
-        return _name_of(self.path, self.spool)
+        return _name_of(self.path, self.spool, self.label)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -94,26 +96,36 @@ class Source:
     items: Iterator[RawItem]
     hf_dataset: Any = None
     spool: Spool | None = None
+    label: str | None = None
 
     @property
     def name(self) -> str:
-        return _name_of(self.path, self.spool)
+        return _name_of(self.path, self.spool, self.label)
 
 
-def _name_of(path: Path | None, spool: Spool | None) -> str:
+def _name_of(path: Path | None, spool: Spool | None, label: str | None) -> str:
+    """A Hub dataset or repository folder by its label (with subset and split), a stream by its name, else the path."""
+    if label is not None:
+        return label
     if spool is not None:
         return spool.name
     return str(path) if path is not None else "<datasets.Dataset>"
 
 
-def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, only: set[int] | None = None) -> Source:
-    """Open a path or `datasets.Dataset` as a stream of raw items, detecting its container.
+def open_source(
+    source: Any, keep_text: bool = True, batch_size: int = 10_000, only: set[int] | None = None,
+    repository: RepositoryOptions = RepositoryOptions(),
+) -> Source:
+    """Open a path, a Hub dataset id or a `datasets.Dataset` as a stream of raw items, detecting its container.
 
     `keep_text` keeps each gzip JSONL line's text (plain JSONL lines are re-read by byte offset);
     `only` lets JSONL skip parsing records whose numbers are not in it. Stdin ("-"), pipes and
-    FIFOs are read once into a temporary file, and errors name the stream.
+    FIFOs are read once into a temporary file, and errors name the stream. A string `owner/name`
+    that is no existing path, and a folder that is not a save_to_disk folder, are dataset
+    repositories read through `datasets.load_dataset` as `repository` says (see `sftselect.io.hub`).
     """
     if isinstance(source, (str, Path)) and is_stream(source):
+        check_applies(repository, str(source), "a stream")
         spool = spool_stream(source)
         try:
             opened = open_source(spool.path, keep_text, batch_size, only)
@@ -127,16 +139,27 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
             raise OptionError(f"a DatasetDict holds several splits ({', '.join(source.keys())}); pass one, e.g. data['train']")
         if not isinstance(source, datasets.Dataset):
             raise OptionError(f"cannot read a {type(source).__name__}; pass a file path, a folder or a datasets.Dataset")
+        check_applies(repository, "a datasets.Dataset", "in memory")
         layout = Layout(columns=list(source.column_names))
         return Source(None, "hf_dataset", layout, iter_hf_rows(source, batch_size), hf_dataset=source)
+    hub_id = hub_id_of(source)
+    if hub_id is not None:
+        return _open_repository(hub_id, None, repository, batch_size)
     path = Path(source)
     if not path.exists():
         raise DataError(str(path), "no such file or folder")
     container = container_of(path)
     if container is None:
         if path.is_dir():
-            raise DataError(str(path), "is a folder but not a Hugging Face dataset saved with save_to_disk (no dataset_info.json or state.json)")
+            refuse_revision(repository, path)
+            return _open_repository(str(path), path, repository, batch_size)
         container = sniff_container(path)
+    if container == "hf_disk":
+        check_applies(replace(repository, split=None), str(path), "a save_to_disk folder")
+        dataset = load_hf_disk(path, repository.split)
+        layout = Layout(columns=list(dataset.column_names))
+        return Source(path, "hf_disk", layout, iter_hf_rows(dataset, batch_size, str(path)), hf_dataset=dataset)
+    check_applies(repository, str(path), "a file")
     if container in ("json", "json.gz"):
         layout, items = read_json_array(path, gzipped=container == "json.gz")
         return Source(path, container, layout, iter(items))
@@ -146,12 +169,16 @@ def open_source(source: Any, keep_text: bool = True, batch_size: int = 10_000, o
     if container == "csv":
         layout, rows = iter_csv(path)
         return Source(path, container, layout, rows)
-    if container == "parquet":
-        layout, rows = iter_parquet(path, batch_size)
-        return Source(path, container, layout, rows)
-    dataset = load_hf_disk(path)
-    layout = Layout(columns=list(dataset.column_names))
-    return Source(path, "hf_disk", layout, iter_hf_rows(dataset, batch_size), hf_dataset=dataset)
+    layout, rows = iter_parquet(path, batch_size)
+    return Source(path, container, layout, rows)
+
+
+def _open_repository(location: str, path: Path | None, repository: RepositoryOptions, batch_size: int) -> Source:
+    """A split of a Hub dataset (`path` None) or a repository folder, loaded (or streamed) by `datasets.load_dataset`."""
+    label = repository.describe(location)
+    dataset = load_repository(location, repository, label)
+    layout = Layout(columns=list(dataset.column_names or []))
+    return Source(path, "hf_repo", layout, iter_hf_rows(dataset, batch_size, label), hf_dataset=dataset, label=label)
 
 
 def _named(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
@@ -322,9 +349,18 @@ def read_dataset(
     format: str | None = None,
     field_map: Mapping[str, str] | None = None,
     on_error: str = "raise",
+    *,
+    subset: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
 ) -> Dataset:
-    """Read a file, a `save_to_disk` folder or a `datasets.Dataset` into Records, detecting container and format."""
-    opened = open_source(source, keep_text=True)
+    """Read a file, a folder, a Hub dataset id or a `datasets.Dataset` into Records, detecting container and format.
+
+    `subset`, `split` (default train), `revision` and `streaming` choose what to read of a Hub
+    dataset (`owner/name`) or a dataset repository folder (`split` also of a saved DatasetDict).
+    """
+    opened = open_source(source, keep_text=True, repository=RepositoryOptions(subset, split, revision, streaming))
     reader = RecordReader(opened.name, format, field_map, on_error)
     records: list[Record] = []
     texts: list[str] = []
@@ -353,6 +389,7 @@ def read_dataset(
         source_object=opened.hf_dataset,
         input_count=count,
         spool=opened.spool,
+        label=opened.label,
     )
 
 
@@ -371,8 +408,9 @@ class RecordStream:
         field_map: Mapping[str, str] | None,
         on_error: str,
         skipped: list[Skipped] | None = None,
+        repository: RepositoryOptions = RepositoryOptions(),
     ):
-        self._opened = open_source(source, keep_text=False, batch_size=batch_size)
+        self._opened = open_source(source, keep_text=False, batch_size=batch_size, repository=repository)
         self._reader = RecordReader(self._opened.name, format, field_map, on_error)
         if skipped is not None:
             self._reader.skipped = skipped
@@ -424,9 +462,17 @@ def stream_dataset(
     format: str | None = None,
     field_map: Mapping[str, str] | None = None,
     on_error: str = "raise",
+    *,
+    subset: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
 ) -> RecordStream:
-    """Open a source as a stream of Record batches that also tells its format, container and skipped records."""
-    return RecordStream(source, batch_size, format, field_map, on_error)
+    """Open a source as a stream of Record batches that also tells its format, container and skipped records.
+
+    `subset`, `split`, `revision` and `streaming` as for `read_dataset`.
+    """
+    return RecordStream(source, batch_size, format, field_map, on_error, repository=RepositoryOptions(subset, split, revision, streaming))
 
 
 def iter_record_batches(
@@ -436,6 +482,14 @@ def iter_record_batches(
     field_map: Mapping[str, str] | None = None,
     on_error: str = "raise",
     skipped: list[Skipped] | None = None,
+    *,
+    subset: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
 ) -> Iterator[list[Record]]:
-    """Stream Records in batches without holding the whole input; skipped records are appended to `skipped`."""
-    yield from RecordStream(source, batch_size, format, field_map, on_error, skipped)
+    """Stream Records in batches without holding the whole input; skipped records are appended to `skipped`.
+
+    `subset`, `split`, `revision` and `streaming` as for `read_dataset`.
+    """
+    yield from RecordStream(source, batch_size, format, field_map, on_error, skipped, RepositoryOptions(subset, split, revision, streaming))

@@ -123,9 +123,12 @@ class _Tally:
 
 
 def inspect_source(source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None,
-                   on_error: str = "raise", batch_size: int = 10_000) -> Inspection:
-    """Count, turn and length statistics and the problems worth a look before selecting, streaming the input."""
-    stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error)
+                   on_error: str = "raise", batch_size: int = 10_000, **repository: Any) -> Inspection:
+    """Count, turn and length statistics and the problems worth a look before selecting, streaming the input.
+
+    `repository`: `read_dataset`'s subset, split, revision and streaming, for a Hub dataset or a dataset folder.
+    """
+    stream = stream_dataset(source, batch_size=batch_size, format=format, field_map=field_map, on_error=on_error, **repository)
     tally = _Tally()
     with progress("inspecting", total=None, unit="records") as bar:
         for batch in stream:

@@ -28,9 +28,10 @@ from sftselect.io.containers import (
     write_lines,
 )
 from sftselect.io.dataset import Dataset, Skipped, open_source
+from sftselect.io.hub import hub_id_of, quiet_datasets
 
 _TEXT_CONTAINERS = ("json", "json.gz", "jsonl", "jsonl.gz", "csv")
-_HF_CONTAINERS = ("hf_disk", "hf_dataset")
+_HF_CONTAINERS = ("hf_disk", "hf_dataset", "hf_repo")
 _FIRST_MEMBER = re.compile(r'\{(\s*)"(?:[^"\\]|\\.)*"(\s*):(\s*)')
 
 
@@ -65,7 +66,7 @@ def skipped_path(dest: Path) -> Path:
 def data_outputs(dest: str | Path, source: str | Path | None, on_error: str = "raise") -> list[Output]:
     """What writing records of `source` to `dest` may create: the output itself and, under on_error='skip', the skipped records."""
     dest = Path(dest)
-    source_container = "hf_disk" if source is not None and Path(source).is_dir() else "jsonl"
+    source_container = "hf_disk" if source is not None and (hub_id_of(source) or Path(source).is_dir()) else "jsonl"
     folder = SAVED_DATASET if dest_container(dest, source_container) == "hf_disk" else None
     outputs = [Output(dest, folder)]
     if on_error == "skip":
@@ -414,23 +415,15 @@ def _write_parquet_same(picked: _Picked, dest: Path) -> None:
         pq.write_table(table, temporary)
 
 
-@contextmanager
-def _datasets_quietly() -> Iterator[None]:
-    """`datasets` draws its own progress bars; ours already report the step."""
+def _write_hf_same(picked: _Picked, dest: Path) -> None:
+    """The selected rows saved with save_to_disk: taken from the dataset, or from the records read of a streamed one."""
     import datasets
 
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
-
-
-def _write_hf_same(picked: _Picked, dest: Path) -> None:
-    with _datasets_quietly():
-        selected = picked.hf_dataset.select(picked.numbers)
+    with quiet_datasets():
+        if isinstance(picked.hf_dataset, datasets.Dataset):
+            selected = picked.hf_dataset.select(picked.numbers)
+        else:
+            selected = datasets.Dataset.from_list(list(picked.originals), features=picked.hf_dataset.features)
         for name, values in picked.score_columns.items():
             selected = selected.add_column(name, values)
         with atomic_path(dest) as temporary:
@@ -471,7 +464,7 @@ def write_rows(rows: Iterable[Mapping[str, Any]], dest: str | Path, container: s
     else:
         import datasets
 
-        with _datasets_quietly(), atomic_path(dest) as temporary:
+        with quiet_datasets(), atomic_path(dest) as temporary:
             datasets.Dataset.from_list(rows).save_to_disk(str(temporary))
     return len(rows)
 
