@@ -172,10 +172,7 @@ def build_pipeline(
         HasResponse(),
     )
     run_options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
-    scorer = None
-    if not scored:
-        method_options = {**SCORERS.accepted(method, {**run_options, **(shared_options or {})}), **(options or {})}
-        scorer = SCORERS.create(method, model, **method_options)
+    scorer = None if scored else method_scorer(method, model, options, shared_options, batch_size=batch_size, device=device)
     kind, embedder_model = parse_embedder(embedder)
     return Pipeline(
         selector=selector_for(budget, diversity, device),
@@ -185,6 +182,21 @@ def build_pipeline(
         order=order,
         score_name=score_field(method),
     )
+
+
+def method_scorer(
+    method: str,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    shared_options: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> Scorer:
+    """`method`'s scorer: its own `options` (one it does not take is an error) and the `shared_options` it takes."""
+    run_options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
+    method_options = {**SCORERS.accepted(method, {**run_options, **(shared_options or {})}), **(options or {})}
+    return SCORERS.create(method, model, **method_options)
 
 
 def rank(

@@ -93,10 +93,10 @@ class RecipeSchema:
         hint = f"; did you mean {close[0]!r}?" if close else f"; the keys are those of `sftselect {self.command} --help`"
         raise OptionError(f"{where}: unknown key {name!r}{hint}")
 
-    def resolve(self, source: str, recipe: Mapping[str, Setting], overrides: Mapping[str, Setting] = {}) -> dict[str, Any]:
-        """Every parameter with its value: the overrides', else the recipe's (read from `source`), else the default."""
+    def given(self, *layers: Mapping[str, Setting]) -> dict[str, tuple[RecipeKey, Setting]]:
+        """The keys given, by their names, each with its setting; a later layer (the overrides) wins."""
         given: dict[str, tuple[RecipeKey, Setting]] = {}
-        for settings in (recipe, overrides):
+        for settings in layers:
             named: dict[str, str] = {}
             for name, setting in settings.items():
                 if name in (VERSION_KEY, MODELS_KEY):
@@ -106,6 +106,11 @@ class RecipeSchema:
                     raise OptionError(f"{setting.where}: {name} sets the same option as {named[key.name]}; give one of them")
                 named[key.name] = name
                 given[key.name] = (key, setting)
+        return given
+
+    def resolve(self, source: str, recipe: Mapping[str, Setting], overrides: Mapping[str, Setting] = {}) -> dict[str, Any]:
+        """Every parameter with its value: the overrides', else the recipe's (read from `source`), else the default."""
+        given = self.given(recipe, overrides)
         values = {}
         for key in self.keys:
             if key.name in given:
@@ -133,19 +138,21 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Setting]:
     return recipe_settings(text, str(source))
 
 
-def recipe_settings(text: str, source: str) -> dict[str, Setting]:
-    """The top-level keys of a YAML mapping with their values and where each was given (`SOURCE, line N`)."""
+def recipe_settings(text: str, source: str, section: str | None = None) -> dict[str, Setting]:
+    """The keys of a YAML mapping (or of its mapping under `section`) with their values and where each was given."""
     import yaml
 
     loader = yaml.SafeLoader(text)
     try:
-        document = loader.get_single_node()
-        if document is None:
+        node = loader.get_single_node()
+        if node is None:
             raise OptionError(f"{source}: the recipe is empty; give its settings as `key: value` lines")
-        if not isinstance(document, yaml.MappingNode):
-            raise OptionError(f"{source}, line {document.start_mark.line + 1}: a recipe is a mapping of `key: value` settings")
+        if section is not None:
+            node = next((value for key, value in _pairs(node, source) if key.value == section), None)
+            if node is None:
+                return {}
         settings: dict[str, Setting] = {}
-        for key_node, value_node in document.value:
+        for key_node, value_node in _pairs(node, source, section):
             where = f"{source}, line {key_node.start_mark.line + 1}"
             name = loader.construct_object(key_node, deep=True)
             if not isinstance(name, str):
@@ -160,6 +167,16 @@ def recipe_settings(text: str, source: str) -> dict[str, Setting]:
         raise OptionError(f"{source}{line}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
     finally:
         loader.dispose()
+
+
+def _pairs(node: Any, source: str, section: str | None = None) -> list[tuple[Any, Any]]:
+    """A mapping node's (key node, value node) pairs; any other node is an error naming its line."""
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        what = f"{section} is" if section else "a recipe is"
+        raise OptionError(f"{source}, line {node.start_mark.line + 1}: {what} a mapping of `key: value` settings")
+    return node.value
 
 
 def parse_override(text: str) -> tuple[str, Setting]:
