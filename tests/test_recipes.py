@@ -90,6 +90,16 @@ def test_the_recipe_records_the_embedder_when_the_diversity_filter_embeds(folder
     assert (folder / "again.json").read_bytes() == (folder / "best.json").read_bytes()
 
 
+def test_a_comparison_writes_its_recipe_beside_its_folder_and_reruns_from_it(folder):
+    assert sftselect(folder, "select", "pool.json", "--compare", "random,longest", "-o", "cmp", "--top", "3", "--no-lm").returncode == 0
+
+    recipe = yaml.safe_load((folder / "cmp.recipe.yaml").read_text(encoding="utf-8"))
+
+    assert recipe["compare"] == "random,longest" and set(recipe["models"]) == {"random", "longest"}
+    assert sftselect(folder, "run", "cmp.recipe.yaml", "--set", "output=again").returncode == 0
+    assert (folder / "again" / "random.json").read_bytes() == (folder / "cmp" / "random.json").read_bytes()
+
+
 def test_an_existing_recipe_beside_the_output_is_refused_before_any_work(folder):
     write(folder / "best.json.recipe.yaml", "my notes\n")
 

@@ -132,6 +132,9 @@ def load_config(path: str | os.PathLike, select_schema: RecipeSchema | None = No
         if unknown:
             raise OptionError(f"{source}: unknown eval.{name} setting(s) {', '.join(unknown)}")
     selection = _selection(source, text, select_schema) if "select" in raw else {}
+    for name in ("lm", "complexity_model", "quality_model", "embedder"):
+        if isinstance(selection.get(name), str):
+            selection[name] = local(selection[name])
     if "format" in raw and "format" in selection:
         raise OptionError(f"{source}: give the format once, at the top or in the select section")
     output_dir = Path(raw.get("output_dir") or source.with_suffix(""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 from functools import lru_cache
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from sftselect.cli.options import (
 from sftselect.cli.output import console
 from sftselect.scorers.defaults import BUNDLED_RANKER
 from sftselect.scorers.registry import method_names
+
+if TYPE_CHECKING:
+    from sftselect.io.recipes import RecipeSchema
 
 # The select command's flag for each library parameter its errors name.
 SELECT_FLAGS = {
@@ -200,7 +203,7 @@ ARGUMENT_KEYS = {"source": "input"}
 
 
 @lru_cache(maxsize=None)
-def select_schema() -> Any:
+def select_schema() -> RecipeSchema:
     """The recipe keys of `select`, one per option of the command (names, types, defaults from its parameters)."""
     import inspect
 
