@@ -18,10 +18,11 @@ SCRIPT = Path(sys.executable).with_name("sftselect")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "recipes"
 
 
-def sftselect(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
+def sftselect(folder: Path, *arguments: str, quiet: bool = True) -> subprocess.CompletedProcess:
     if not SCRIPT.exists():
         pytest.skip(f"the console script is not installed beside {sys.executable}")
-    return subprocess.run([str(SCRIPT), "--quiet", *arguments], cwd=folder, capture_output=True, text=True, timeout=300)
+    command = [str(SCRIPT), *(["--quiet"] if quiet else []), *arguments]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -78,6 +79,19 @@ def test_a_written_recipe_reruns_the_selection_byte_for_byte(folder):
     assert elsewhere.returncode == 0 and in_place.returncode == 0, elsewhere.stderr + in_place.stderr
     assert (folder / "again.json").read_bytes() == first == (folder / "best.json").read_bytes()
     assert (folder / "again.why.jsonl").read_bytes() == (folder / "why.jsonl").read_bytes()
+
+
+def test_a_rerun_notes_models_that_differ_from_those_the_recipe_records(folder):
+    assert sftselect(folder, "select", "pool.json", "-o", "best.json", "--top", "4").returncode == 0
+    recipe = folder / "best.json.recipe.yaml"
+
+    same = sftselect(folder, "run", recipe.name, "--set", "output=same.json", quiet=False)
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace("weights_sha256: ", "weights_sha256: 0"), encoding="utf-8")
+    changed = sftselect(folder, "run", recipe.name, "--set", "output=changed.json", quiet=False)
+
+    assert same.returncode == 0 and changed.returncode == 0
+    assert "note:" not in same.stderr
+    assert "note: models differ from those best.json.recipe.yaml records (scorer:" in changed.stderr
 
 
 def test_the_recipe_records_the_embedder_when_the_diversity_filter_embeds(folder):

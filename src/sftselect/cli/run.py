@@ -32,7 +32,8 @@ def run_command(
 ) -> None:
     """Run the selection a recipe describes, with --set overrides, through `select` itself."""
     from sftselect._version import __version__
-    from sftselect.io.recipes import VERSION_KEY, Setting, parse_override, read_recipe
+    from sftselect.io.recipes import MODELS_KEY, VERSION_KEY, Setting, parse_override, read_recipe, recipe_path
+    from sftselect.progress import is_quiet
 
     settings = read_recipe(recipe)
     changes = dict(parse_override(text) for text in overrides or [])
@@ -40,6 +41,16 @@ def run_command(
         changes["overwrite"] = Setting(True, "--overwrite")
     options = select_schema().resolve(recipe, settings, changes)
     written_by = settings.get(VERSION_KEY)
-    if written_by is not None and str(written_by.value) != __version__:
+    if written_by is not None and str(written_by.value) != __version__ and not is_quiet():
         console.print(f"note: {recipe} was written by sftselect {written_by.value}; this is {__version__}", highlight=False)
     select_command(**options)
+    recorded = settings.get(MODELS_KEY)
+    if recorded is not None and not is_quiet():
+        # The recipe this run wrote beside its output holds the models as they were now.
+        used = read_recipe(recipe_path(options["output"] or options["indices_out"]))[MODELS_KEY].value
+        changed = sorted(name for name in {*recorded.value, *used} if recorded.value.get(name) != used.get(name))
+        if changed:
+            console.print(
+                f"note: models differ from those {recipe} records ({', '.join(changed)}: another checkpoint, weights "
+                "or settings), so the selection may differ from the one it recorded", highlight=False,
+            )
