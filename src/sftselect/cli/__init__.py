@@ -51,7 +51,7 @@ def _global_options(
 app.command("inspect")(data.inspect_command)
 app.command("convert", help=data.CONVERT_HELP)(data.convert_command)
 app.command("select")(select.select_command)
-app.command("run", help=run.RUN_HELP)(run.run_command)
+app.command("run", help=run.RUN_HELP, short_help=run.RUN_SHORT_HELP)(run.run_command)
 app.command("score")(score.score_command)
 app.command("embed")(score.embed_command)
 app.command("finetune")(finetune.finetune_command)

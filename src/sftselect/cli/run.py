@@ -9,6 +9,7 @@ import typer
 from sftselect.cli.output import console
 from sftselect.cli.select import select_command, select_schema
 
+RUN_SHORT_HELP = "Run a whole selection from one recipe file: select's options as YAML keys, --set KEY=VALUE overrides."
 RUN_HELP = (
     "Run a selection described in a recipe file: exactly what `select` does, its options given as YAML keys, e.g. "
     "`input: data.json`, `output: best.json`, `keep: 10%`, `dedup: true` on four lines.\n\n"
