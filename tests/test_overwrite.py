@@ -107,7 +107,7 @@ def test_select_overwrite_replaces_its_own_earlier_saved_dataset(tmp_path, score
 
     assert result.exit_code == 0, result.output
     assert [r.original["instruction"] for r in read_dataset(out).records] == ["question 4", "question 5"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "selection"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "selection", "selection.recipe.yaml"]
 
 
 def test_an_output_inside_the_input_folder_is_refused(tmp_path, scored):

@@ -23,6 +23,7 @@ from sftselect._version import __version__
 from sftselect.errors import OptionError
 from sftselect.evaluation.evaluate import HumanEvalSettings, JudgeSettings, evaluate_model
 from sftselect.io.atomic import FolderKind, atomic_path
+from sftselect.io.recipes import RecipeSchema
 
 PACKAGED_MODELS = {"packaged:smollm2": "smollm2_path"}
 FINETUNE_KEYS = {
@@ -30,6 +31,17 @@ FINETUNE_KEYS = {
     "epochs", "max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "gradient_checkpointing",
     "seed", "chat_template",
 }
+# The keys of select's recipes that an experiment's `select:` section takes, applied to every arm; it sets the
+# others itself (input: data, method: methods, keep/top: fractions/sizes, the outputs: output_dir).
+SELECT_KEYS = (
+    "format", "field", "on_error", "dedup", "near_dedup", "near_dedup_threshold", "english_only", "diversity", "embedder",
+    "batch_size", "device", "turn_aggregate", "lm", "seed", "perplexity_keep", "max_response_tokens", "judge_model",
+    "base_url", "complexity_model", "quality_model",
+)
+# Of those, the parameters that reach a method's scorer where it takes them (as select's flags do).
+SCORER_SHARED = (
+    "turn_aggregate", "lm", "seed", "perplexity_keep", "max_response_tokens", "judge_model", "base_url", "complexity_model", "quality_model",
+)
 
 
 @dataclass(frozen=True)
@@ -56,23 +68,28 @@ class ExperimentConfig:
     judge: dict[str, Any] | None
     evaluate_base: bool = True
     data_format: str | None = None
+    selection: dict[str, Any] = field(default_factory=dict)  # the select section, by select's parameter names
     unsafe_no_sandbox: bool = False  # from the command line only: HumanEval may run generated code unsandboxed
 
 
-def load_config(path: str | os.PathLike) -> ExperimentConfig:
-    """Read and check an experiment config; relative paths in it are relative to the config file."""
+def load_config(path: str | os.PathLike, select_schema: RecipeSchema | None = None) -> ExperimentConfig:
+    """Read and check an experiment config; relative paths in it are relative to the config file.
+
+    Its `select:` section takes keys of select's recipes (`select_schema`, which `sftselect experiment` passes).
+    """
     import yaml
 
     source = Path(path)
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
     except OSError as error:
         raise OptionError(f"cannot read the experiment config {source}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise OptionError(f"{source}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):
         raise OptionError(f"{source}: the config must be a mapping of settings")
-    known = {"data", "format", "model", "output_dir", "methods", "fractions", "sizes", "finetune", "eval", "evaluate_base"}
+    known = {"data", "format", "model", "output_dir", "methods", "fractions", "sizes", "finetune", "eval", "evaluate_base", "select"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise OptionError(f"{source}: unknown setting(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
@@ -114,6 +131,12 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         unknown = sorted(set(evaluation.get(name) or {}) - allowed)
         if unknown:
             raise OptionError(f"{source}: unknown eval.{name} setting(s) {', '.join(unknown)}")
+    selection = _selection(source, text, select_schema) if "select" in raw else {}
+    for name in ("lm", "complexity_model", "quality_model", "embedder"):
+        if isinstance(selection.get(name), str):
+            selection[name] = local(selection[name])
+    if "format" in raw and "format" in selection:
+        raise OptionError(f"{source}: give the format once, at the top or in the select section")
     output_dir = Path(raw.get("output_dir") or source.with_suffix(""))
     return ExperimentConfig(
         data=local(str(raw["data"])),
@@ -126,7 +149,26 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         judge=judge,
         evaluate_base=bool(raw.get("evaluate_base", True)),
         data_format=raw.get("format"),
+        selection=selection,
     )
+
+
+def _selection(source: Path, text: str, schema: RecipeSchema | None) -> dict[str, Any]:
+    """The `select:` section by parameter, defaults filled in; each key checked as a recipe's (an unknown one names its line)."""
+    from sftselect.io.recipes import recipe_settings
+
+    if schema is None:
+        raise OptionError(f"{source}: a select section is read with select's recipe schema; pass it to load_config")
+    values = {}
+    for name, (key, setting) in schema.given(recipe_settings(text, str(source), "select")).items():
+        if name not in SELECT_KEYS:
+            raise OptionError(
+                f"{setting.where}: an experiment sets {name} itself (data, methods, fractions/sizes, output_dir); "
+                f"its select section takes {', '.join(SELECT_KEYS)}"
+            )
+        values[key.parameter] = key.convert(setting)
+    defaults = {key.parameter: key.default for key in schema.keys if key.name in SELECT_KEYS}
+    return {**defaults, **values}
 
 
 def _method(source: Path, entry: Any) -> MethodSpec:
@@ -192,11 +234,19 @@ def _write_json(path: Path, content: Any) -> None:
     path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _make_scorer(spec: MethodSpec) -> Any:
-    """The registered scorer of the spec's method, with its model and options (an unknown option is an error)."""
-    from sftselect.scorers.registry import create_scorer
+def _make_scorer(spec: MethodSpec, selection: dict[str, Any]) -> Any:
+    """The registered scorer of the spec's method, with its model, options (an unknown one is an error) and the shared ones it takes."""
+    from sftselect.pipeline import method_scorer
 
-    return create_scorer(spec.method, spec.model, **spec.options)
+    shared = {name: selection[name] for name in SCORER_SHARED if name in selection}
+    return method_scorer(spec.method, spec.model, spec.options, shared, batch_size=selection.get("batch_size"), device=selection.get("device"))
+
+
+def _pipeline_options(selection: dict[str, Any]) -> dict[str, Any]:
+    """`build_pipeline`'s filters, diversity and run options from the select section."""
+    near_dedup = selection["near_dedup_threshold"] if selection.get("near_dedup") else None
+    shared = ("dedup", "english_only", "diversity", "embedder", "batch_size", "device")
+    return {"near_dedup": near_dedup, **{name: selection[name] for name in shared if name in selection}}
 
 
 def _evaluate(model_path: str, config: ExperimentConfig, destination: Path) -> None:
@@ -252,11 +302,17 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     check_output_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     steps = StepLog(folder)
-    data = read_dataset(config.data, format=config.data_format)
+    from sftselect.io.formats import parse_field_map
+
+    selection = config.selection
+    data = read_dataset(
+        config.data, format=selection.get("format") or config.data_format, field_map=parse_field_map(selection.get("fields")),
+        on_error=selection.get("on_error", "raise"),
+    )
     records = data.records
     base_model = resolve_model(config.model)
     data_identity = {"data": str(Path(config.data).resolve()), "size": os.path.getsize(config.data) if os.path.isfile(config.data) else None,
-                     "records": len(records), "format": data.format}
+                     "records": len(records), "format": data.format, **({"select": selection} if selection else {})}
     evaluation_identity = {"humaneval": config.humaneval, "judge": config.judge, "sftselect": __version__}
     rows: list[dict[str, Any]] = []
 
@@ -269,13 +325,13 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
         score_content = {"method": spec.method, "model": spec.model, "options": spec.options, **data_identity}
         scores_path = steps.run(
             f"score/{spec.name}", folder / "scores" / f"{spec.name}.npy", score_content,
-            lambda tmp, spec=spec: _save_scores(tmp, _make_scorer(spec).score(records)),
+            lambda tmp, spec=spec: _save_scores(tmp, _make_scorer(spec, selection).score(records)),
         )
         scores = np.load(scores_path)
         for budget in config.budgets:
             run_name = f"{spec.name}-{budget_label(budget).replace('%', 'pct')}"
             budget_option = {"keep": budget} if isinstance(budget, float) else {"top": budget}
-            pipeline = build_pipeline(spec.method, scored=True, **budget_option)
+            pipeline = build_pipeline(spec.method, scored=True, **budget_option, **_pipeline_options(selection))
             select_content = {"scores": score_content, "budget": budget}
             if method_diversity(spec.method) is not None:
                 select_content["diversity"] = method_diversity(spec.method)

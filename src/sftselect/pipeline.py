@@ -108,7 +108,8 @@ class Selection:
     """What a selection run chose and why.
 
     `drops` maps the position of every record not chosen to the step that dropped it and
-    why; `ranks` is each scored record's place in the score order (1 is best, 0 unscored).
+    why; `ranks` is each scored record's place in the score order (1 is best, 0 unscored);
+    `models` the identity of each model that ran (`scorer`, `embedder`), as the cache keys them.
     """
 
     indices: np.ndarray
@@ -116,6 +117,7 @@ class Selection:
     summary: SelectionSummary = field(default_factory=SelectionSummary)
     drops: dict[int, Drop] = field(default_factory=dict)
     ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def explanations(self, records: Sequence[Record]) -> Iterator[dict[str, Any]]:
         """One line per record, in input order: kept or dropped, by which step and why, its score and rank."""
@@ -170,10 +172,7 @@ def build_pipeline(
         HasResponse(),
     )
     run_options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
-    scorer = None
-    if not scored:
-        method_options = {**SCORERS.accepted(method, {**run_options, **(shared_options or {})}), **(options or {})}
-        scorer = SCORERS.create(method, model, **method_options)
+    scorer = None if scored else method_scorer(method, model, options, shared_options, batch_size=batch_size, device=device)
     kind, embedder_model = parse_embedder(embedder)
     return Pipeline(
         selector=selector_for(budget, diversity, device),
@@ -183,6 +182,21 @@ def build_pipeline(
         order=order,
         score_name=score_field(method),
     )
+
+
+def method_scorer(
+    method: str,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    shared_options: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> Scorer:
+    """`method`'s scorer: its own `options` (one it does not take is an error) and the `shared_options` it takes."""
+    run_options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
+    method_options = {**SCORERS.accepted(method, {**run_options, **(shared_options or {})}), **(options or {})}
+    return SCORERS.create(method, model, **method_options)
 
 
 def rank(
@@ -246,6 +260,7 @@ def run_selection(
     from sftselect.engine.local import LocalEngine
 
     engine = engine or LocalEngine(cache)
+    models: dict[str, dict[str, Any]] = {}
     candidates = np.arange(len(records), dtype=np.int64)
     drops: dict[int, Drop] = {}
     with summary.step("filters"):
@@ -266,9 +281,10 @@ def run_selection(
         else:
             candidate_scores = engine.score(kept_records, pipeline.scorer)
             summary.add_scoring(engine, len(kept_records))
+            models["scorer"] = model_identity(pipeline.scorer)
 
     with summary.step("selecting"):
-        vectors = _vectors(kept_records, candidates, embeddings, pipeline, engine) if pipeline.selector.uses_embeddings else None
+        vectors = _vectors(kept_records, candidates, embeddings, pipeline, engine, models) if pipeline.selector.uses_embeddings else None
         context = SelectionContext(kept_records, vectors)
         chosen = pipeline.selector.select(candidate_scores, context)
     indices = candidates[chosen]
@@ -282,20 +298,39 @@ def run_selection(
     passed_over = np.setdiff1d(np.arange(len(candidates)), chosen)
     for position in passed_over.tolist():
         drops[int(candidates[position])] = context.drops.get(position, Drop(pipeline.selector.step, BELOW_CUTOFF))
-    return Selection(indices=indices, scores={pipeline.score_name: full_scores}, summary=summary, drops=drops, ranks=ranks)
+    return Selection(indices=indices, scores={pipeline.score_name: full_scores}, summary=summary, drops=drops, ranks=ranks, models=models)
 
 
 def _vectors(
-    kept_records: list[Record], candidates: np.ndarray, embeddings: np.ndarray | None, pipeline: Pipeline, engine: Any
+    kept_records: list[Record], candidates: np.ndarray, embeddings: np.ndarray | None, pipeline: Pipeline, engine: Any,
+    models: dict[str, dict[str, Any]],
 ) -> Callable[[], np.ndarray]:
-    """A function giving the candidates' vectors: rows of the given embeddings, or computed by the pipeline's embedder."""
+    """A function giving the candidates' vectors: rows of the given embeddings, or computed by the pipeline's embedder
+    (whose identity it notes in `models`)."""
     if embeddings is not None:
         return lambda: np.asarray(embeddings, dtype=np.float32)[candidates]
     if not kept_records:
         return lambda: np.zeros((0, 1), dtype=np.float32)
     if pipeline.embedder is None:
         raise OptionError("the selector compares records by their embeddings: give the pipeline an embedder, or the embeddings")
-    return lambda: engine.embed(kept_records, pipeline.embedder())
+
+    def embedded() -> np.ndarray:
+        embedder = pipeline.embedder()
+        models["embedder"] = model_identity(embedder)
+        return engine.embed(kept_records, embedder)
+
+    return embedded
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """A scorer's or embedder's identity as the cache keys it; a model without one is named by its class."""
+    from sftselect.engine.cache import scorer_identity
+    from sftselect.errors import SftselectError
+
+    try:
+        return scorer_identity(model)
+    except SftselectError:
+        return {"class": type(model).__name__}
 
 
 def _check_aligned(what: str, values: np.ndarray | None, count: int) -> None:

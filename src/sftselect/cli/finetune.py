@@ -70,9 +70,10 @@ def experiment_command(
     """For each method and budget: select, fine-tune, evaluate; write results.csv/.md and a plot. Reruns resume step by step."""
     from dataclasses import replace
 
+    from sftselect.cli.select import select_schema
     from sftselect.experiment import load_config, run_experiment
 
-    outcome = run_experiment(replace(load_config(config), unsafe_no_sandbox=unsafe_no_sandbox))
+    outcome = run_experiment(replace(load_config(config, select_schema()), unsafe_no_sandbox=unsafe_no_sandbox))
     print(outcome.table_path.read_text(encoding="utf-8"), end="")
     plot = f", plot {outcome.plot_path}" if outcome.plot_path else " (no plot: matplotlib is not installed)"
     console.print(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+import typing
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -27,6 +29,9 @@ from sftselect.cli.options import (
 from sftselect.cli.output import console
 from sftselect.scorers.defaults import BUNDLED_RANKER
 from sftselect.scorers.registry import method_names
+
+if TYPE_CHECKING:
+    from sftselect.io.recipes import RecipeSchema
 
 # The select command's flag for each library parameter its errors name.
 SELECT_FLAGS = {
@@ -119,12 +124,17 @@ def select_command(
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
+    """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters.
+
+    Beside its output it writes OUT.recipe.yaml: every option's value, the version and the models, for `sftselect run`.
+    """
+    options = dict(locals())  # every option as given: what OUT.recipe.yaml records
     from sftselect.engine.cache import open_cache
     from sftselect.engine.engines import get_engine
     from sftselect.errors import OptionError
     from sftselect.io import read_dataset, write_indices
     from sftselect.io.atomic import check_outputs
+    from sftselect.io.recipes import recipe_path, write_recipe
     from sftselect.io.write import data_outputs
     from sftselect.pipeline import SelectionSummary, build_pipeline, load_embeddings, load_scores, run_selection, write_explanation
     from sftselect.selectors.registry import budget_selector
@@ -144,7 +154,10 @@ def select_command(
             raise OptionError("--explain accounts for one method's selection: leave out --compare")
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
-        check_outputs(comparison_outputs(methods, output, source, on_error), [source, *(score_files or []), embeddings_file], overwrite)
+        recipe = recipe_path(output)
+        check_outputs(
+            [*comparison_outputs(methods, output, source, on_error), recipe], [source, *(score_files or []), embeddings_file], overwrite
+        )
         data = read_dataset(source, **read_arguments(format, fields, on_error, subset, split, revision, streaming))
         comparison = compare_methods(
             data, methods, output, keep=keep, top=top, min_score=min_score, models={"scar": ranker},
@@ -156,11 +169,14 @@ def select_command(
         for method, path in comparison.written.items():
             console.print(f"{method}: {len(comparison.selections[method].indices)} records -> {path}", highlight=False)
         console.print(f"analysis: {comparison.json_path}, {comparison.html_path}", highlight=False)
+        models = {method: selection.models for method, selection in comparison.selections.items()}
+        write_recipe(recipe, select_schema(), options, models, overwrite=overwrite)
         return
     if output is None and indices_out is None:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
-    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain]
+    recipe = recipe_path(output if output is not None else indices_out)
+    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain, recipe]
     check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
     summary = SelectionSummary()
     cache = None if score_files else open_cache(no_cache, cache_path)
@@ -186,4 +202,40 @@ def select_command(
             write_indices([data.records[i].index for i in selection.indices], indices_out, overwrite=overwrite)
         if explain is not None:
             write_explanation(explain, data.records, selection, data.skipped, overwrite=overwrite)
+        write_recipe(recipe, select_schema(), options, selection.models, overwrite=overwrite)
     summary.report()
+
+
+# The recipe key of the command's argument; an option's key is its first long flag without dashes (--min-score: min_score).
+ARGUMENT_KEYS = {"source": "input"}
+
+
+@lru_cache(maxsize=None)
+def select_schema() -> RecipeSchema:
+    """The recipe keys of `select`, one per option of the command (names, types, defaults from its parameters)."""
+    import inspect
+
+    import typer.main
+
+    from sftselect.io.recipes import RecipeKey, RecipeSchema
+
+    app = typer.Typer(add_completion=False)
+    app.command()(select_command)
+    hints = typing.get_type_hints(inspect.unwrap(select_command), include_extras=True)
+    keys = []
+    for param in typer.main.get_command(app).params:
+        flags = [flag[2:].replace("-", "_") for flag in param.opts if flag.startswith("--")]
+        name = flags[0] if flags else ARGUMENT_KEYS.get(param.name, param.name)
+        default = None if param.default is None or param.multiple else param.default
+        keys.append(RecipeKey(
+            name=name, parameter=param.name, type=_value_type(hints[param.name]), default=default,
+            multiple=param.multiple, required=param.required, aliases=tuple(flags[1:]),
+        ))
+    return RecipeSchema("select", tuple(keys))
+
+
+def _value_type(hint: Any) -> type:
+    """The type of one value of a parameter hinted `Annotated[Optional[List[T]], ...]` or any part of that: T (else text)."""
+    while typing.get_origin(hint) in (typing.Annotated, typing.Union, list, List):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint if hint in (bool, int, float) else str
