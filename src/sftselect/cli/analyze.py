@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from sftselect.cli.options import CachePathOption, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
+from sftselect.cli.options import CachePathOption, EstimateOption, FieldOption, FormatOption, OnErrorOption, OverwriteOption, read_arguments
 from sftselect.cli.output import console
 
 
@@ -38,6 +38,7 @@ def analyze_command(
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Compare style metrics (length, lexical diversity, layout, LM perplexity...) of a pool and its selections or groups."""
     from pathlib import Path
@@ -49,6 +50,9 @@ def analyze_command(
     from sftselect.io.atomic import check_outputs
     from sftselect.io.write import skipped_path
 
+    if estimate:
+        _estimate(source, selected or [], lm, max_response_tokens, batch_tokens, device, not no_lm, no_cache, cache_path, read_arguments(format, fields, on_error))
+        return
     report = json_out or html_out
     side_file = skipped_path(Path(report)) if report and on_error == "skip" else None
     check_outputs([json_out, html_out, side_file], [source, *(selected or [])], overwrite)
@@ -81,3 +85,29 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
         console.print(f"[yellow]skipped:[/] {note}", highlight=False, soft_wrap=True)
     if side:
         console.print(f"they and the reasons are in {side}", highlight=False, soft_wrap=True)
+
+
+def _estimate(
+    source: str, selected: List[str], lm: Optional[str], max_response_tokens: int, batch_tokens: int, device: Optional[str],
+    use_lm: bool, no_cache: bool, cache_path: Optional[str], read_options: dict,
+) -> None:
+    """Print what `analyze` with these options would take, having read the files and timed the LM on a sample."""
+    import time
+
+    from sftselect.cli.output import print_estimate
+    from sftselect.engine.cache import open_cache
+    from sftselect.estimate import add_setup, estimate_analysis, measured_step, read_timed
+    from sftselect.io import read_dataset
+    from sftselect.models.response_losses import ResponseLosses
+
+    pool, reading = read_timed(lambda: read_dataset(source, **read_options))
+    selections = [read_dataset(path, **read_options).records for path in selected]
+    setup = [reading]
+    losses = None
+    if use_lm:
+        started = time.perf_counter()
+        losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
+        losses.model
+        setup.append(measured_step("loading models", 0, time.perf_counter() - started))
+    result = estimate_analysis(pool.records, selections, losses, use_lm=use_lm, cache=open_cache(no_cache, cache_path) if use_lm else None, device=device)
+    print_estimate(add_setup(result, setup))

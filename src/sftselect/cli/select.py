@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -10,6 +11,7 @@ from rich.console import Console
 from sftselect.cli.options import (
     CachePathOption,
     EngineOption,
+    EstimateOption,
     FieldOption,
     FormatOption,
     NoCacheOption,
@@ -110,6 +112,7 @@ def select_command(
     fields: FieldOption = None,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters."""
     from sftselect.engine.cache import open_cache
@@ -125,6 +128,10 @@ def select_command(
         "lm": lm, "seed": seed, "perplexity_keep": perplexity_keep, "max_response_tokens": max_response_tokens,
         "judge_model": judge_model, "base_url": base_url, "turn_aggregate": turn_aggregate,
     }
+    if estimate and engine != "local":
+        raise OptionError("--estimate times the models in this process: leave out --engine ray")
+    if estimate and compare is not None:
+        raise OptionError("--estimate times one method's run: leave out --compare")
     if compare is not None:
         from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
         from sftselect.models.response_losses import ResponseLosses
@@ -149,11 +156,12 @@ def select_command(
             console.print(f"{method}: {len(comparison.selections[method].indices)} records -> {path}", highlight=False)
         console.print(f"analysis: {comparison.json_path}, {comparison.html_path}", highlight=False)
         return
-    if output is None and indices_out is None:
+    if output is None and indices_out is None and not estimate:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
-    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain]
-    check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
+    if not estimate:
+        outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain]
+        check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
     summary = SelectionSummary()
     cache = None if score_files else open_cache(no_cache, cache_path)
     runner = get_engine(engine, ray_address, cache)
@@ -163,12 +171,24 @@ def select_command(
     summary.skip_all(data.skipped)
     scores = load_scores(score_files, data.records, method) if score_files else None
     embeddings = load_embeddings(embeddings_file, data.records) if embeddings_file else None
+    loading_started = time.perf_counter()
     pipeline = build_pipeline(
         method, keep=keep, top=top, min_score=min_score, model=ranker,
         shared_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
         dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
         diversity=diversity, embedder=embedder, batch_size=batch_size, device=device, order=order, scored=scores is not None,
     )
+    if estimate:
+        from sftselect.cli.output import print_estimate
+        from sftselect.estimate import add_setup, estimate_selection, measured_step
+
+        setup = [
+            measured_step("reading", data.input_count, summary.step_seconds["reading"]),
+            measured_step("loading models", 0, time.perf_counter() - loading_started),
+        ]
+        result = estimate_selection(data.records, pipeline, cache=cache, scores=scores, embeddings=embeddings, device=device)
+        print_estimate(add_setup(result, setup))
+        return
     selection = run_selection(data.records, pipeline, scores=scores, embeddings=embeddings, cache=cache, summary=summary, engine=runner)
     with summary.step("writing"):
         if output is not None:
