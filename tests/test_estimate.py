@@ -128,3 +128,27 @@ def test_estimated_time_per_record_is_within_a_factor_three_of_the_run(tiny_rank
 def test_seconds_read_as_a_person_reads_them():
     assert [format_seconds(s) for s in (0.42, 42, 185, 7800, 360000)] == ["0.4 s", "42 s", "3 min 5 s", "2 h 10 min", "4 d 4 h"]
     assert np.isfinite(estimate_selection([], build_pipeline("longest", top=1)).seconds)
+
+
+def run_cli(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from sftselect.cli import app
+
+    result = CliRunner().invoke(app, ["--quiet", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_score_embed_and_analyze_estimates_write_nothing(tmp_path, tiny_llama_dir, minilm_dir):
+    source = tmp_path / "pool.json"
+    source.write_text(json.dumps(rows(6)))
+    cache = str(tmp_path / "cache.sqlite")
+    scored = run_cli("score", str(source), "-o", str(tmp_path / "s.jsonl"), "--scorer", "deita", "--model", str(tiny_llama_dir),
+                     "--cache-path", cache, "--estimate")
+    assert "deita complexity" in scored and "deita quality" in scored
+    embedded = run_cli("embed", str(source), "-o", str(tmp_path / "e.npy"), "--model", str(minilm_dir), "--cache-path", cache, "--estimate")
+    assert "embedding (" in embedded
+    analysed = run_cli("analyze", str(source), "--no-lm", "--json", str(tmp_path / "a.json"), "--estimate")
+    assert "text metrics" in analysed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pool.json"]

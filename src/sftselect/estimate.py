@@ -264,7 +264,7 @@ def estimate_model_step(work: ModelWork, cache: Any = None, sample_size: int = S
 
 def estimate_linear_step(step: str, items: Sequence[Any], run: Callable[[list[Any]], Any], sample_size: int = FILTER_SAMPLE) -> StepEstimate:
     """A step without a model whose work grows with the items: timed on an evenly spread sample and scaled."""
-    row = StepEstimate(step, items=len(items), unit="records")
+    row = StepEstimate(step, items=len(items))
     if not items:
         row.how = "measured"
         return row
