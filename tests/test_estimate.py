@@ -149,6 +149,6 @@ def test_score_embed_and_analyze_estimates_write_nothing(tmp_path, tiny_llama_di
     assert "deita complexity" in scored and "deita quality" in scored
     embedded = run_cli("embed", str(source), "-o", str(tmp_path / "e.npy"), "--model", str(minilm_dir), "--cache-path", cache, "--estimate")
     assert "embedding (" in embedded
-    analysed = run_cli("analyze", str(source), "--no-lm", "--json", str(tmp_path / "a.json"), "--estimate")
-    assert "text metrics" in analysed
+    analysed = run_cli("analyze", str(source), "--lm", str(tiny_llama_dir), "--json", str(tmp_path / "a.json"), "--cache-path", cache, "--estimate")
+    assert "text metrics" in analysed and "LM losses" in analysed
     assert sorted(path.name for path in tmp_path.iterdir()) == ["pool.json"]

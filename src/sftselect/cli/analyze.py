@@ -51,7 +51,9 @@ def analyze_command(
     from sftselect.io.write import skipped_path
 
     if estimate:
-        _estimate(source, selected or [], lm, max_response_tokens, batch_tokens, device, not no_lm, no_cache, cache_path, read_arguments(format, fields, on_error))
+        losses = None if no_lm else ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
+        cache = None if no_lm else open_cache(no_cache, cache_path)
+        _estimate(source, selected or [], losses, cache, read_arguments(format, fields, on_error), device)
         return
     report = json_out or html_out
     side_file = skipped_path(Path(report)) if report and on_error == "skip" else None
@@ -88,26 +90,20 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
 
 
 def _estimate(
-    source: str, selected: List[str], lm: Optional[str], max_response_tokens: int, batch_tokens: int, device: Optional[str],
-    use_lm: bool, no_cache: bool, cache_path: Optional[str], read_options: dict,
+    source: str, selected: List[str], losses: object, cache: object, read_options: dict, device: Optional[str]
 ) -> None:
-    """Print what `analyze` with these options would take, having read the files and timed the LM on a sample."""
+    """Print what `analyze` would take with the LM `losses` (None under --no-lm), having read the files."""
     import time
 
     from sftselect.cli.output import print_estimate
-    from sftselect.engine.cache import open_cache
     from sftselect.estimate import add_setup, estimate_analysis, measured_step, read_timed
     from sftselect.io import read_dataset
-    from sftselect.models.response_losses import ResponseLosses
 
     pool, reading = read_timed(lambda: read_dataset(source, **read_options))
     selections = [read_dataset(path, **read_options).records for path in selected]
     setup = [reading]
-    losses = None
-    if use_lm:
+    if losses is not None:
         started = time.perf_counter()
-        losses = ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
-        losses.model
+        losses.model  # loaded here, so that loading is a row of its own
         setup.append(measured_step("loading models", 0, time.perf_counter() - started))
-    result = estimate_analysis(pool.records, selections, losses, use_lm=use_lm, cache=open_cache(no_cache, cache_path) if use_lm else None, device=device)
-    print_estimate(add_setup(result, setup))
+    print_estimate(add_setup(estimate_analysis(pool.records, selections, losses, cache=cache, device=device), setup))
