@@ -4,8 +4,8 @@ Each step a command would run gets a row. Steps with a model: the records (or de
 prompts) it would compute are those whose results are not in the score cache yet, looked
 up under the keys the run uses; every one of them is tokenized with the model's tokenizer
 (characters where the model has none), and the real model is timed on a sample spread over
-the length distribution, after one warm-up batch, in groups of similar length. Seconds =
-a x items + b x tokens, fitted on the groups (a, b >= 0), for the items to compute. Peak
+the length distribution, after one warm-up batch, in one call as the run scores a chunk; its
+seconds per token, times the tokens of the items to compute, give the step's time. Peak
 memory is the process's resident peak (and the GPU's, on CUDA) while the sample runs, which
 holds the model and the records read; the sample includes the longest items, so the largest
 batch. Steps without a model are timed on a sample and scaled linearly, except the
@@ -29,8 +29,6 @@ from sftselect.progress import progress
 from sftselect.records import Record
 
 SAMPLE_SIZE = 32
-# The sample is timed in this many calls of similar lengths; larger calls batch as the run's do.
-TIMED_GROUPS = 2
 WARMUP_ITEMS = 4
 FILTER_SAMPLE = 2000
 # A record filter whose whole run is expected to take longer than this is only timed on a sample.
@@ -195,19 +193,6 @@ def _cuda_in_use() -> bool:
     return torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
-def _fit(groups: Sequence[tuple[int, float, float]]) -> tuple[float, float]:
-    """Seconds per item and per unit of size, both >= 0, fitted to (items, size, seconds) of the timed groups."""
-    matrix = np.array([[items, size] for items, size, _ in groups], dtype=np.float64)
-    seconds = np.array([taken for _, _, taken in groups], dtype=np.float64)
-    if len(groups) >= 2 and np.linalg.matrix_rank(matrix) == 2:
-        (per_item, per_unit), *_ = np.linalg.lstsq(matrix, seconds, rcond=None)
-        if per_item >= 0 and per_unit >= 0:
-            return float(per_item), float(per_unit)
-    if matrix[:, 1].sum() > 0:
-        return 0.0, float(seconds.sum() / matrix[:, 1].sum())
-    return float(seconds.sum() / max(matrix[:, 0].sum(), 1.0)), 0.0
-
-
 def cached_keys(cache: Any, namespace: str | None, keys: Sequence[str]) -> set[str]:
     """The keys whose values are in the cache already; an absent cache file is not created."""
     if cache is None or namespace is None or not keys or not cache.path.exists():
@@ -235,24 +220,24 @@ def estimate_model_step(work: ModelWork, cache: Any = None, sample_size: int = S
     row.size = int(sizes.sum())
     order = np.argsort(sizes, kind="stable")
     sample = order[np.unique(np.linspace(0, len(todo) - 1, min(sample_size, len(todo))).round().astype(np.int64))]
-    output = None
     with progress(f"estimating {work.step}", total=len(sample), unit="items") as bar:
         started = time.perf_counter()
         work.run([todo[i] for i in order[: min(WARMUP_ITEMS, len(todo))]])
         warmup = time.perf_counter() - started
-        timed = []
+        # One call, as the run scores a chunk: the model batches the sample as it would batch the records.
         with _peak_memory() as peak:
-            for group in np.array_split(sample, min(TIMED_GROUPS, len(sample))):
-                started = time.perf_counter()
-                output = work.run([todo[i] for i in group])
-                timed.append((len(group), float(sizes[group].sum()), time.perf_counter() - started))
-                bar.advance(len(group))
-    per_item, per_unit = _fit(timed)
+            started = time.perf_counter()
+            output = work.run([todo[i] for i in sample])
+            taken = time.perf_counter() - started
+        bar.advance(len(sample))
     row.sample = len(sample)
+    sample_size = float(sizes[sample].sum())
     if len(sample) == len(todo):
-        row.seconds, row.how = sum(taken for _, _, taken in timed), "measured"
+        row.seconds, row.how = taken, "measured"
+    elif sample_size > 0:
+        row.seconds = taken * row.size / sample_size
     else:
-        row.seconds = per_item * len(todo) + per_unit * row.size
+        row.seconds = taken * len(todo) / len(sample)
     row.seconds_per_item = row.seconds / len(todo)
     # The run pays once what the warm-up paid: a model loaded on first use, the first batch's set-up.
     row.seconds += warmup
