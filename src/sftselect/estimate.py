@@ -373,13 +373,13 @@ def diversity_step(candidates: int, budget: int, dimensions: int, device: str | 
     """The diversity filter's cost: at most every candidate compared with every kept vector, timed as matrix products."""
     import torch
 
-    from sftselect.selectors.diversity import _resolve_device
+    from sftselect.devices import pick_device
 
     row = StepEstimate("diversity filter", items=candidates, unit="candidates")
     if candidates == 0 or budget == 0:
         row.how = "measured"
         return row
-    where = torch.device(_resolve_device(device))
+    where = pick_device(device)
     kept = min(budget, 8192)
     block = torch.randn(1024, dimensions, device=where)
     kept_vectors = torch.randn(kept, dimensions, device=where)
