@@ -54,18 +54,59 @@ def score_file(
     LocalEngine or RayEngine, which reads the source and runs the models, through its cache if it has one.
     """
     from sftselect.io.atomic import check_outputs
-    from sftselect.io.results import merge_turns, read_scores, write_scores
+    from sftselect.io.results import write_scores
     from sftselect.scorers import deita
 
+    kinds = score_kinds(scorer, engine.name, backend)
+    check_outputs([output], [source, *reuse], overwrite)
+    job = load_score_job(
+        source, engine, kinds=kinds, models=models, reuse=reuse, backend=backend, model_options=model_options, read_options=read_options
+    )
+    loaded = {kind: engine.prompt_model(model) for kind, model in job.models.items()}
+    result = deita.deita_turn_scores(job.data.records, loaded.get("complexity"), loaded.get("quality"), job.known)
+    identity = {"scorer": scorer.replace("-", "_"), **{kind: model.identity for kind, model in loaded.items()}, "reused": list(reuse)}
+    write_scores(output, job.data.records, result, identity=identity, overwrite=overwrite)
+    return ScoreReport(records=len(job.data.records), prompts=result.prompts, reused=tuple(sorted(job.reused)), truncated=result.truncated)
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """What a score job works on: the records read, per-pair scores from earlier files, the kinds they hold, the models to run."""
+
+    data: Any
+    known: list[list[dict[str, float]]] | None
+    reused: set[str]
+    models: dict[str, Any]
+
+
+def score_kinds(scorer: str, engine_name: str = "local", backend: str = "transformers") -> tuple[str, ...]:
+    """The kinds of score `scorer` writes, once the scorer, engine and backend are known to go together."""
     kinds = SCORE_KINDS.get(scorer)
     if kinds is None:
         raise OptionError(f"unknown {{scorer}} {scorer!r}; choose {', '.join(SCORE_KINDS)}", options=("scorer",))
-    if engine.name == "ray" and backend == "vllm":
+    if engine_name == "ray" and backend == "vllm":
         raise OptionError(
             "{engine} ray runs the transformers backend on Ray actors; vLLM spreads over GPUs by itself: leave out one of them",
             options=("engine",),
         )
-    check_outputs([output], [source, *reuse], overwrite)
+    return kinds
+
+
+def load_score_job(
+    source: Any,
+    engine: Any,
+    *,
+    kinds: Sequence[str],
+    models: Mapping[str, str | None] | None = None,
+    reuse: Sequence[str] = (),
+    backend: str = "transformers",
+    model_options: Mapping[str, Any] | None = None,
+    read_options: Mapping[str, Any] | None = None,
+) -> ScoreJob:
+    """Read SOURCE and the `reuse` files, and load the (uncached) model of each kind not taken from them."""
+    from sftselect.io.results import merge_turns, read_scores
+    from sftselect.scorers import deita
+
     data = engine.read(source, **(read_options or {}))
     ids = [record.id for record in data.records]
     known = merge_turns([read_scores(path) for path in reuse], ids) if reuse else None
@@ -74,13 +115,10 @@ def score_file(
     have = deita.known_kinds(known)
     names = {**DEFAULT_SCORER_MODELS, **{kind: name for kind, name in (models or {}).items() if name}}
     loaded = {
-        kind: engine.prompt_model(deita.load_scorer_model(names[kind], backend=backend, **(model_options or {})))
+        kind: deita.load_scorer_model(names[kind], backend=backend, **(model_options or {}))
         for kind in kinds if kind not in have
     }
-    result = deita.deita_turn_scores(data.records, loaded.get("complexity"), loaded.get("quality"), known)
-    identity = {"scorer": scorer.replace("-", "_"), **{kind: model.identity for kind, model in loaded.items()}, "reused": list(reuse)}
-    write_scores(output, data.records, result, identity=identity, overwrite=overwrite)
-    return ScoreReport(records=len(ids), prompts=result.prompts, reused=tuple(sorted(have)), truncated=result.truncated)
+    return ScoreJob(data=data, known=known, reused=have, models=loaded)
 
 
 def embed_file(

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from sftselect.cli.options import (
     CachePathOption,
+    EstimateOption,
     FieldOption,
     FormatOption,
     OnErrorOption,
@@ -53,6 +54,7 @@ def analyze_command(
     streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Compare style metrics (length, lexical diversity, layout, LM perplexity...) of a pool and its selections or groups."""
     from pathlib import Path
@@ -64,6 +66,11 @@ def analyze_command(
     from sftselect.io.atomic import check_outputs
     from sftselect.io.write import skipped_path
 
+    if estimate:
+        losses = None if no_lm else ResponseLosses(lm, max_response_tokens=max_response_tokens, batch_tokens=batch_tokens, device=device)
+        cache = None if no_lm else open_cache(no_cache, cache_path)
+        _estimate(source, selected or [], losses, cache, read_arguments(format, fields, on_error, subset, split, revision, streaming), device)
+        return
     report = json_out or html_out
     side_file = skipped_path(Path(report)) if report and on_error == "skip" else None
     check_outputs([json_out, html_out, side_file], [source, *(selected or [])], overwrite)
@@ -96,3 +103,23 @@ def _report_skipped(skipped: list, report: Optional[str]) -> None:
         console.print(f"[yellow]skipped:[/] {note}", highlight=False, soft_wrap=True)
     if side:
         console.print(f"they and the reasons are in {side}", highlight=False, soft_wrap=True)
+
+
+def _estimate(
+    source: str, selected: List[str], losses: object, cache: object, read_options: dict, device: Optional[str]
+) -> None:
+    """Print what `analyze` would take with the LM `losses` (None under --no-lm), having read the files."""
+    import time
+
+    from sftselect.cli.output import print_estimate
+    from sftselect.estimate import add_setup, estimate_analysis, measured_step, read_timed
+    from sftselect.io import read_dataset
+
+    pool, reading = read_timed(lambda: read_dataset(source, **read_options))
+    selections = [read_dataset(path, **read_options).records for path in selected]
+    setup = [reading]
+    if losses is not None:
+        started = time.perf_counter()
+        losses.model  # loaded here, so that loading is a row of its own
+        setup.append(measured_step("loading models", 0, time.perf_counter() - started))
+    print_estimate(add_setup(estimate_analysis(pool.records, selections, losses, cache=cache, device=device), setup))

@@ -130,3 +130,11 @@ def naming_flags(flags: dict[str, str]) -> Callable[[Callable[..., Any]], Callab
         return run
 
     return decorate
+EstimateOption = Annotated[
+    bool,
+    typer.Option(
+        "--estimate",
+        help="Do no work: read the input, time each model step on a small sample on the chosen device, count what the "
+        "cache holds, print the estimated time and peak memory per step and in all, and exit. Writes nothing.",
+    ),
+]

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from sftselect.cli.options import EstimateOption
 from sftselect.cli.output import console
 from sftselect.cli.select import select_command, select_schema
 
@@ -30,6 +31,7 @@ def run_command(
         help="Override or add a key, the value read as YAML (--set keep=5% --set dedup=true --set 'field=\\[instruction=question]'). Repeatable.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Same as --set overwrite=true: replace earlier outputs of this selection."),
+    estimate: EstimateOption = False,
 ) -> None:
     """Run the selection a recipe describes, with --set overrides, through `select` itself."""
     from sftselect._version import __version__
@@ -44,7 +46,9 @@ def run_command(
     written_by = settings.get(VERSION_KEY)
     if written_by is not None and str(written_by.value) != __version__ and not is_quiet():
         console.print(f"note: {recipe} was written by sftselect {written_by.value}; this is {__version__}", highlight=False)
-    select_command(**options)
+    select_command(**options, estimate=estimate)
+    if estimate:
+        return
     recorded = settings.get(MODELS_KEY)
     if recorded is not None and not is_quiet():
         # The recipe this run wrote beside its output holds the models as they were now.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from sftselect.cli.options import (
     CachePathOption,
     EngineOption,
+    EstimateOption,
     FieldOption,
     FormatOption,
     NoCacheOption,
@@ -65,17 +67,32 @@ def score_command(
     streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Score every record with deita's complexity and/or quality scorer; write the scores beside the record ids."""
     from sftselect.engine.cache import open_cache
     from sftselect.engine.engines import get_engine
-    from sftselect.jobs import score_file
+    from sftselect.jobs import load_score_job, score_file, score_kinds
 
+    model_options = {"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget}
+    models = {"complexity": complexity_model or model, "quality": quality_model or model}
+    if estimate:
+        from sftselect.cli.output import print_estimate
+        from sftselect.estimate import add_setup, estimate_prompt_scores, measured_step
+
+        _local_only(engine)
+        cache = open_cache(no_cache, cache_path)
+        started = time.perf_counter()
+        job = load_score_job(
+            source, get_engine("local", None, cache), kinds=score_kinds(scorer, engine, backend), models=models, reuse=reuse or [],
+            backend=backend, model_options=model_options, read_options=read_arguments(format, fields, on_error, subset, split, revision, streaming),
+        )
+        setup = measured_step("reading and loading models", len(job.data.records), time.perf_counter() - started)
+        print_estimate(add_setup(estimate_prompt_scores(job.data.records, job.models, cache=cache, device=device), [setup]))
+        return
     report = score_file(
         source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
-        scorer=scorer, models={"complexity": complexity_model or model, "quality": quality_model or model},
-        reuse=reuse or [], backend=backend,
-        model_options={"device": device, "dtype": dtype, "max_length": max_length, "batch_size": batch_size, "token_budget": token_budget},
+        scorer=scorer, models=models, reuse=reuse or [], backend=backend, model_options=model_options,
         read_options=read_arguments(format, fields, on_error, subset, split, revision, streaming), overwrite=overwrite,
     )
     console.print(f"scored {report.records} records ({report.prompts} prompts scored, {', '.join(report.reused) or 'none'} reused); "
@@ -108,6 +125,7 @@ def embed_command(
     streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Embed every record for deita's diversity filter; write float32 vectors beside the record ids."""
     from sftselect.engine.cache import open_cache
@@ -115,6 +133,19 @@ def embed_command(
     from sftselect.jobs import embed_file
 
     lm_options = {"dtype": dtype, "max_length": max_length} if embedder == "lm" else {}
+    if estimate:
+        from sftselect.cli.output import print_estimate
+        from sftselect.estimate import add_setup, estimate_embedding, measured_step, read_timed
+        from sftselect.scorers.registry import create_embedder
+
+        _local_only(engine)
+        cache = open_cache(no_cache, cache_path)
+        started = time.perf_counter()
+        encoder = create_embedder(embedder, model, device=device, batch_size=batch_size, **lm_options)
+        loading = measured_step("loading models", 0, time.perf_counter() - started)
+        data, reading = read_timed(lambda: get_engine("local", None, cache).read(source, **read_arguments(format, fields, on_error, subset, split, revision, streaming)))
+        print_estimate(add_setup(estimate_embedding(data.records, encoder, cache=cache, device=device), [reading, loading]))
+        return
     report = embed_file(
         source, output, get_engine(engine, ray_address, open_cache(no_cache, cache_path)),
         embedder=embedder, model=model, embedder_options={"device": device, "batch_size": batch_size, **lm_options},
@@ -123,3 +154,11 @@ def embed_command(
     console.print(f"embedded {report.records} records into {report.dimensions} dimensions; wrote {output}", highlight=False, soft_wrap=True)
     if report.truncated:
         console.print(f"[yellow]{report.truncated} records were longer than the model's limit; their heads were kept[/]", highlight=False, soft_wrap=True)
+
+
+def _local_only(engine: str) -> None:
+    """--estimate times the models in this process; a Ray run spreads them over a cluster it cannot see."""
+    if engine != "local":
+        from sftselect.errors import OptionError
+
+        raise OptionError("--estimate times the models in this process: leave out --engine ray")

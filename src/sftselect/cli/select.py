@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import typing
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, List, Optional
@@ -12,6 +13,7 @@ from rich.console import Console
 from sftselect.cli.options import (
     CachePathOption,
     EngineOption,
+    EstimateOption,
     FieldOption,
     FormatOption,
     NoCacheOption,
@@ -123,6 +125,7 @@ def select_command(
     streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
+    estimate: EstimateOption = False,
 ) -> None:
     """Score records and keep the best: --keep 10%, --top N or --min-score X, after optional dedup and filters.
 
@@ -143,6 +146,10 @@ def select_command(
         "lm": lm, "seed": seed, "perplexity_keep": perplexity_keep, "max_response_tokens": max_response_tokens,
         "judge_model": judge_model, "base_url": base_url, "turn_aggregate": turn_aggregate,
     }
+    if estimate and engine != "local":
+        raise OptionError("--estimate times the models in this process: leave out --engine ray")
+    if estimate and compare is not None:
+        raise OptionError("--estimate times one method's run: leave out --compare")
     if compare is not None:
         from sftselect.analysis.compare import compare_methods, comparison_outputs, parse_methods
         from sftselect.models.response_losses import ResponseLosses
@@ -172,12 +179,13 @@ def select_command(
         models = {method: selection.models for method, selection in comparison.selections.items()}
         write_recipe(recipe, select_schema(), options, models, overwrite=overwrite)
         return
-    if output is None and indices_out is None:
+    if output is None and indices_out is None and not estimate:
         raise OptionError("say where to write the selection: -o OUT, --indices-out FILE, or both")
     budget_selector(keep, top, min_score)
-    recipe = recipe_path(output if output is not None else indices_out)
-    outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain, recipe]
-    check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
+    if not estimate:
+        recipe = recipe_path(output if output is not None else indices_out)
+        outputs = [*(data_outputs(output, source, on_error) if output is not None else []), indices_out, explain, recipe]
+        check_outputs(outputs, [source, *(score_files or []), embeddings_file], overwrite)
     summary = SelectionSummary()
     cache = None if score_files else open_cache(no_cache, cache_path)
     runner = get_engine(engine, ray_address, cache)
@@ -187,12 +195,24 @@ def select_command(
     summary.skip_all(data.skipped)
     scores = load_scores(score_files, data.records, method) if score_files else None
     embeddings = load_embeddings(embeddings_file, data.records) if embeddings_file else None
+    loading_started = time.perf_counter()
     pipeline = build_pipeline(
         method, keep=keep, top=top, min_score=min_score, model=ranker,
         shared_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
         dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
         diversity=diversity, embedder=embedder, batch_size=batch_size, device=device, order=order, scored=scores is not None,
     )
+    if estimate:
+        from sftselect.cli.output import print_estimate
+        from sftselect.estimate import add_setup, estimate_selection, measured_step
+
+        setup = [
+            measured_step("reading", data.input_count, summary.step_seconds["reading"]),
+            measured_step("loading models", 0, time.perf_counter() - loading_started),
+        ]
+        result = estimate_selection(data.records, pipeline, cache=cache, scores=scores, embeddings=embeddings, device=device)
+        print_estimate(add_setup(result, setup))
+        return
     selection = run_selection(data.records, pipeline, scores=scores, embeddings=embeddings, cache=cache, summary=summary, engine=runner)
     with summary.step("writing"):
         if output is not None:
@@ -208,6 +228,8 @@ def select_command(
 
 # The recipe key of the command's argument; an option's key is its first long flag without dashes (--min-score: min_score).
 ARGUMENT_KEYS = {"source": "input"}
+# Options that ask for something other than a selection, so no recipe records them (`run` has its own --estimate).
+NOT_RECIPE_KEYS = {"estimate"}
 
 
 @lru_cache(maxsize=None)
@@ -224,6 +246,8 @@ def select_schema() -> RecipeSchema:
     hints = typing.get_type_hints(inspect.unwrap(select_command), include_extras=True)
     keys = []
     for param in typer.main.get_command(app).params:
+        if param.name in NOT_RECIPE_KEYS:
+            continue
         flags = [flag[2:].replace("-", "_") for flag in param.opts if flag.startswith("--")]
         name = flags[0] if flags else ARGUMENT_KEYS.get(param.name, param.name)
         default = None if param.default is None or param.multiple else param.default
