@@ -56,6 +56,25 @@ def test_select_estimate_prints_the_steps_and_writes_nothing(tmp_path, tiny_rank
     assert sorted(path.name for path in tmp_path.iterdir()) == ["pool.json"]
 
 
+def test_run_estimate_estimates_the_recipe_and_writes_nothing(tmp_path, tiny_ranker):
+    source = tmp_path / "pool.json"
+    source.write_text(json.dumps(rows(40)))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"input: {source}\noutput: {tmp_path / 'best.json'}\nkeep: 50%\nranker: {tiny_ranker}\n")
+    done = sftselect("run", str(recipe), "--set", f"cache_path={tmp_path / 'scores.sqlite'}", "--estimate")
+    assert done.returncode == 0, done.stderr
+    assert "scoring (scar)" in done.stdout and "in all" in done.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pool.json", "recipe.yaml"]
+
+
+def test_a_written_recipe_has_no_estimate_key(tmp_path):
+    source = tmp_path / "pool.json"
+    source.write_text(json.dumps(rows(6)))
+    done = sftselect("select", str(source), "-o", str(tmp_path / "best.json"), "--top", "2", "--method", "longest")
+    assert done.returncode == 0, done.stderr
+    assert "estimate" not in (tmp_path / "best.json.recipe.yaml").read_text()
+
+
 def test_estimate_refuses_the_ray_engine_with_one_line(tmp_path):
     source = tmp_path / "pool.json"
     source.write_text(json.dumps(rows(5)))

@@ -173,13 +173,16 @@ def test_every_long_flag_of_select_is_a_recipe_key():
     import typer.main
 
     from sftselect.cli import app
+    from sftselect.cli.select import NOT_RECIPE_KEYS
 
     command = typer.main.get_command(app).commands["select"]
-    flags = [flag for param in command.params for flag in param.opts if flag.startswith("--") and flag != "--help"]
+    params = [param for param in command.params if param.name != "help" and param.name not in NOT_RECIPE_KEYS]
+    flags = [flag for param in params for flag in param.opts if flag.startswith("--")]
     schema = select_schema()
 
     assert flags and all(schema.key(flag[2:].replace("-", "_"), "test").parameter for flag in flags)
-    assert {key.parameter for key in schema.keys} == {param.name for param in command.params if param.name != "help"}
+    assert {key.parameter for key in schema.keys} == {param.name for param in params}
+    assert NOT_RECIPE_KEYS == {"estimate"}
 
 
 @pytest.mark.parametrize("name", ["scar-top10-dedup.yaml", "deita-budget-diversity.yaml", "ray-engine.yaml"])
