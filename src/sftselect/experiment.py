@@ -1,4 +1,4 @@
-"""Experiments: for each method and budget, select -> fine-tune -> evaluate, then one table and plot.
+"""Experiments: for each method and budget, select -> fine-tune (-> DPO) -> evaluate, then one table and plot.
 
 Every step writes its output atomically and records the hash of everything that determines
 it in OUTPUT_DIR/steps.json; a rerun skips each step whose output exists with the same hash,

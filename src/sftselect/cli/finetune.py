@@ -105,7 +105,7 @@ def finetune_command(
 
 
 def experiment_command(
-    config: str = typer.Argument(..., metavar="CONFIG.yaml", help="Experiment config: data, model, methods, fractions/sizes, finetune and eval settings (see docs/finetune.md)."),
+    config: str = typer.Argument(..., metavar="CONFIG.yaml", help="Experiment config: data, model, methods, fractions/sizes, finetune and eval settings, and optional preferences and dpo settings for an sft+dpo arm (see docs/finetune.md)."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help=UNSAFE_NO_SANDBOX_HELP + " (HumanEval)"),
 ) -> None:
     """For each method and budget: select, fine-tune, evaluate; write results.csv/.md and a plot. Reruns resume step by step."""
