@@ -10,9 +10,11 @@ from typing import Any
 
 _EXPORTS = {
     "Dataset": "sftselect.io.dataset",
+    "PreferenceRecord": "sftselect.records",
     "Skipped": "sftselect.io.dataset",
     "iter_record_batches": "sftselect.io.dataset",
     "read_dataset": "sftselect.io.dataset",
+    "read_preferences": "sftselect.io.dataset",
     "RecordStream": "sftselect.io.dataset",
     "stream_dataset": "sftselect.io.dataset",
     "FORMATS": "sftselect.io.formats",
