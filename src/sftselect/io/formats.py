@@ -408,15 +408,20 @@ def rated_completions(record: Mapping[str, Any], fields: Mapping[str, str]) -> l
     return rated
 
 
+def ultrafeedback_prompt(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
+    """UltraFeedback's `instruction` as the prompt."""
+    return (Turn("user", _field_text(record, fields, "instruction")),)
+
+
 def ultrafeedback_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> PreferenceTurns:
     """UltraFeedback: the `instruction`, its best-rated completion (the first among equals) over its worst-rated (the last)."""
-    instruction = _field_text(record, fields, "instruction")
+    prompt = ultrafeedback_prompt(record, fields)
     rated = rated_completions(record, fields)
     if len({rating for _, rating in rated}) < 2:
         raise RecordProblem(f"field {fields['completions']!r} holds no two completions of different ratings: no preference")
     best = max(range(len(rated)), key=lambda i: (rated[i][1], -i))
     worst = min(range(len(rated)), key=lambda i: (rated[i][1], -i))
-    return (Turn("user", instruction),), (Turn("assistant", rated[best][0]),), (Turn("assistant", rated[worst][0]),)
+    return prompt, (Turn("assistant", rated[best][0]),), (Turn("assistant", rated[worst][0]),)
 
 
 def ranked_replies(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:

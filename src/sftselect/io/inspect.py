@@ -91,9 +91,11 @@ class _Tally:
             self.records += 1
             self.turns[len(record.turns)] += 1
             self.id_hashes.append(hash(record.id))
-            self.conversation_hashes.append(hash(record.turns))
             if isinstance(record, PreferenceRecord):
+                self.conversation_hashes.append(hash((record.turns, record.rejected)))
                 self.add_pair(record)
+            else:
+                self.conversation_hashes.append(hash(record.turns))
             pairs = record.pairs()
             if not pairs:
                 self.instruction_lengths.extend(len(turn.text) for turn in record.turns if turn.role == "user")
