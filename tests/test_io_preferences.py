@@ -221,3 +221,28 @@ def test_an_oasst_file_round_trips_through_a_preference_selection(shared_data, t
     write_selection(data, positions, tmp_path / "out.jsonl")
     lines = path.read_bytes().splitlines(keepends=True)
     assert (tmp_path / "out.jsonl").read_bytes() == b"".join(lines[data.records[p].index] for p in positions)
+
+
+def test_conversational_pairs_in_parquet_are_written_back_with_the_same_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(TRL_MESSAGES[1:] * 3), tmp_path / "in.parquet")
+    data = read_preferences(tmp_path / "in.parquet")
+    assert data.records[2].rejected == (Turn(ASSISTANT, "22"),)
+    write_selection(data, [2, 0], tmp_path / "out.parquet")
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == TRL_MESSAGES[1:] * 2
+
+
+def test_csv_cells_holding_message_lists_read_as_conversations(tmp_path):
+    import csv
+
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", "chosen", "rejected"])
+        for row in TRL_MESSAGES:
+            writer.writerow([json.dumps(row[key]) for key in ("prompt", "chosen", "rejected")])
+    data = read_preferences(tmp_path / "in.csv")
+    assert data.records[0].prompt == (Turn("system", "Be brief."), Turn(USER, "Capital of France?"))
+    write_selection(data, [0, 1], tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "in.csv").read_bytes()

@@ -223,3 +223,26 @@ def test_the_cli_writes_pairs_and_reports_them(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "pairs: 5 from 2 prompts" in done.stderr and "1 identical texts" in done.stderr
     assert len(json.loads((tmp_path / "pairs.json").read_text())) == 5
+
+
+def test_a_record_outside_the_files_format_is_an_error_naming_it(oasst, tmp_path):
+    lines = oasst.read_text().splitlines()
+    broken = tmp_path / "trees.jsonl"
+    broken.write_text("\n".join([*lines[:3], json.dumps({"instruction": "Q", "output": "A"}), *lines[3:5]]) + "\n")
+    with pytest.raises(DataError, match=r"trees.jsonl, line 4, record 3: record is not in the file's format, oasst_tree \(it needs 'prompt'\)"):
+        make_pairs([broken], tmp_path / "pairs.jsonl")
+    report = make_pairs([broken], tmp_path / "pairs.jsonl", on_error="skip")
+    assert [item.record for item in report.skipped] == [3] and (tmp_path / "pairs.jsonl.skipped.jsonl").exists()
+
+
+def test_trl_renders_the_pairs_with_a_chat_template(oasst, tmp_path, smollm2_dir):
+    from transformers import AutoTokenizer
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    make_pairs([oasst], tmp_path / "pairs.jsonl")
+    row = read_rows(tmp_path / "pairs.jsonl")[0]
+    rendered = maybe_apply_chat_template(row, AutoTokenizer.from_pretrained(smollm2_dir))
+    assert is_conversational(row)
+    assert rendered["prompt"].rstrip().endswith("assistant") and row["prompt"][0]["content"] in rendered["prompt"]
+    assert rendered["chosen"].startswith(row["chosen"][0]["content"])
+    assert rendered["rejected"].startswith(row["rejected"][0]["content"])

@@ -20,7 +20,7 @@ from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_outputs
 from sftselect.io.containers import extension_of
 from sftselect.io.dataset import DETECTION_SAMPLE, Dataset, RecordReader, Skipped, open_source, read_dataset
-from sftselect.io.formats import RecordProblem
+from sftselect.io.formats import RecordProblem, is_mapping
 from sftselect.io.preferences import (
     PAIRINGS,
     Candidate,
@@ -159,14 +159,18 @@ def _own_groups(source: str, format: str | None, field_map: Mapping[str, str] | 
         if item.error is not None:
             reader.reject(item, item.error)
             continue
+        if not is_mapping(item.value) or not reader.format.holds(item.value, reader.fields):
+            needed = ", ".join(repr(reader.fields[canonical]) for canonical in reader.format.required)
+            reader.reject(item, f"record is not in the file's format, {name} (it needs {needed})")
+            continue
         try:
             if name == "ultrafeedback":
                 own_id = reader.format.id_of(item.value)
                 found = [ultrafeedback_group(item.value, reader.fields, str(own_id if own_id is not None else item.number))]
             else:
                 found = list(tree_groups(item.value, reader.fields))
-        except (RecordProblem, KeyError, TypeError, AttributeError) as problem:
-            reader.reject(item, str(problem) if isinstance(problem, RecordProblem) else f"not a {name} record ({problem!r})")
+        except RecordProblem as problem:
+            reader.reject(item, str(problem))
             continue
         yield from found
     skipped.extend(reader.skipped)
