@@ -246,3 +246,9 @@ def test_trl_renders_the_pairs_with_a_chat_template(oasst, tmp_path, smollm2_dir
     assert rendered["prompt"].rstrip().endswith("assistant") and row["prompt"][0]["content"] in rendered["prompt"]
     assert rendered["chosen"].startswith(row["chosen"][0]["content"])
     assert rendered["rejected"].startswith(row["rejected"][0]["content"])
+
+
+def test_quiet_pairs_print_nothing(tmp_path):
+    files = answer_files(tmp_path)
+    done = run("-q", "pairs", *map(str, files), "-o", str(tmp_path / "pairs.jsonl"), "--order", "a,b,c")
+    assert done.returncode == 0 and (done.stdout, done.stderr) == ("", "")

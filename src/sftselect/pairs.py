@@ -10,7 +10,7 @@ format (`sftselect.io.preferences.pair_row`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_outputs
-from sftselect.io.containers import extension_of
+from sftselect.io.containers import RawItem, extension_of
 from sftselect.io.dataset import DETECTION_SAMPLE, Dataset, RecordReader, Skipped, open_source, read_dataset
 from sftselect.io.formats import RecordProblem, is_mapping
 from sftselect.io.preferences import (
@@ -33,6 +33,7 @@ from sftselect.io.preferences import (
     ultrafeedback_group,
 )
 from sftselect.io.write import data_outputs, dest_container, skipped_path, write_rows, write_skipped
+from sftselect.progress import progress
 from sftselect.records import Turn
 
 PAIR_CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz")
@@ -127,7 +128,11 @@ def make_pairs(
     if len(sources) == 1:
         groups = list(_own_groups(sources[0], format, field_map, on_error, report.skipped))
     else:
-        datasets = [read_dataset(source, format, field_map, on_error) for source in sources]
+        datasets = []
+        with progress("reading", total=len(sources), unit="files") as bar:
+            for source in sources:
+                datasets.append(read_dataset(source, format, field_map, on_error))
+                bar.advance(1)
         for data in datasets:
             report.skipped.extend(replace(item, file=data.name) for item in data.skipped)
         scores = _input_scores(datasets, ranks, score_files, method, model, method_options, cache)
@@ -155,25 +160,33 @@ def _own_groups(source: str, format: str | None, field_map: Mapping[str, str] | 
             f"{opened.name} is in format {name}, which ranks no replies; one input is paired by its own ranks "
             "(an OpenAssistant tree file, UltraFeedback), several by --order, --scores or --method"
         )
-    for item in [*sample, *items]:
-        if item.error is not None:
-            reader.reject(item, item.error)
-            continue
-        if not is_mapping(item.value) or not reader.format.holds(item.value, reader.fields):
-            needed = ", ".join(repr(reader.fields[canonical]) for canonical in reader.format.required)
-            reader.reject(item, f"record is not in the file's format, {name} (it needs {needed})")
-            continue
-        try:
-            if name == "ultrafeedback":
-                own_id = reader.format.id_of(item.value)
-                found = [ultrafeedback_group(item.value, reader.fields, str(own_id if own_id is not None else item.number))]
-            else:
-                found = list(tree_groups(item.value, reader.fields))
-        except RecordProblem as problem:
-            reader.reject(item, str(problem))
-            continue
-        yield from found
+    with progress("reading", total=None, unit="records") as bar:
+        for item in chain(sample, items):
+            bar.advance(1)
+            found = _groups_of(item, reader)
+            if found is not None:
+                yield from found
     skipped.extend(reader.skipped)
+
+
+def _groups_of(item: RawItem, reader: RecordReader) -> list[RankedGroup] | None:
+    """The ranked groups of one raw record of the reader's format; None when it was rejected (raises under on_error="raise")."""
+    name = reader.format.name
+    if item.error is not None:
+        reader.reject(item, item.error)
+        return None
+    if not is_mapping(item.value) or not reader.format.holds(item.value, reader.fields):
+        needed = ", ".join(repr(reader.fields[canonical]) for canonical in reader.format.required)
+        reader.reject(item, f"record is not in the file's format, {name} (it needs {needed})")
+        return None
+    try:
+        if name == "ultrafeedback":
+            own_id = reader.format.id_of(item.value)
+            return [ultrafeedback_group(item.value, reader.fields, str(own_id if own_id is not None else item.number))]
+        return list(tree_groups(item.value, reader.fields))
+    except RecordProblem as problem:
+        reader.reject(item, str(problem))
+        return None
 
 
 def _order_scores(order: str, sources: Sequence[str]) -> list[float]:
