@@ -48,7 +48,14 @@ def pairs_command(
         help="Several inputs: score every answer (with its prompt) with this registered method (scar, deita-quality, ...) "
         "and order the answers by it.",
     ),
-    model: Optional[str] = typer.Option(None, "--model", metavar="NAME_OR_PATH", help="The --method's model (default: the method's own)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", metavar="NAME_OR_PATH",
+        help="The --method's model (default: the method's own); with --method alpagasus, the judging LLM.",
+    ),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="With --method alpagasus (an LLM judge rating each answer 0-5): its OpenAI-compatible "
+        "endpoint, e.g. http://127.0.0.1:8000/v1 (default: OpenAI; key in OPENAI_API_KEY).",
+    ),
     min_gap: float = typer.Option(
         0.0, "--min-gap",
         help="Pair two replies only when the better scores at least this much more (OpenAssistant: ranks apart, since a "
@@ -72,7 +79,7 @@ def pairs_command(
     from sftselect.pairs import make_pairs
     from sftselect.progress import is_quiet
 
-    options = {"device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
+    options = {"device": device, "base_url": base_url, **({"batch_size": batch_size} if batch_size is not None else {})}
     report = make_pairs(
         sources, output, order=order, score_files=score_files, method=method, model=model, method_options=options,
         min_gap=min_gap, pairing=pairing, overwrite=overwrite, cache=open_cache(no_cache, cache_path) if method else None,

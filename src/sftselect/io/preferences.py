@@ -64,10 +64,10 @@ def pair_up(group: RankedGroup, min_gap: float = 0.0, pairing: str = "all", coun
     pairs = []
     for position, better in enumerate(ordered):
         for worse in ordered[position + 1 :]:
-            if better.score == worse.score:
-                counts.ties += 1
-            elif better.text == worse.text:
+            if better.text == worse.text:
                 counts.identical += 1
+            elif better.score == worse.score:
+                counts.ties += 1
             elif better.score - worse.score < min_gap:
                 counts.below_gap += 1
             else:
