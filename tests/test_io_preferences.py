@@ -246,3 +246,15 @@ def test_csv_cells_holding_message_lists_read_as_conversations(tmp_path):
     assert data.records[0].prompt == (Turn("system", "Be brief."), Turn(USER, "Capital of France?"))
     write_selection(data, [0, 1], tmp_path / "out.csv")
     assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "in.csv").read_bytes()
+
+
+def test_any_preference_format_becomes_trls_conversational_row(tmp_path):
+    from sftselect.io import trl_preference_row
+
+    record = read_preferences(write_jsonl(tmp_path / "hh.jsonl", HH)).records[0]
+    assert trl_preference_row(record) == {
+        "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                   {"role": "user", "content": "Tell me a joke."}],
+        "chosen": [{"role": "assistant", "content": "Why did the chicken cross the road?"}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }

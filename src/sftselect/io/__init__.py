@@ -17,6 +17,7 @@ _EXPORTS = {
     "read_preferences": "sftselect.io.dataset",
     "RecordStream": "sftselect.io.dataset",
     "stream_dataset": "sftselect.io.dataset",
+    "trl_preference_row": "sftselect.io.preferences",
     "FORMATS": "sftselect.io.formats",
     "parse_field_map": "sftselect.io.formats",
     "write_indices": "sftselect.io.write",

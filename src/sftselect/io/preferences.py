@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from sftselect.errors import OptionError
 from sftselect.io.formats import oasst_message_turn, rated_completions, ranked_replies, ultrafeedback_prompt
-from sftselect.records import Record, Turn
+from sftselect.records import PreferenceRecord, Record, Turn
 
 PAIRINGS = ("all", "adjacent")
 
@@ -79,6 +79,11 @@ def pair_up(group: RankedGroup, min_gap: float = 0.0, pairing: str = "all", coun
 
 def _messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
     return [{"role": turn.role, "content": turn.text} for turn in turns]
+
+
+def trl_preference_row(record: PreferenceRecord) -> dict[str, list[dict[str, str]]]:
+    """A preference pair of any format as TRL's conversational preference row with an explicit prompt (what DPOTrainer reads)."""
+    return {"prompt": _messages(record.prompt), "chosen": _messages(record.chosen), "rejected": _messages(record.rejected)}
 
 
 def pair_row(group: RankedGroup, chosen: Candidate, rejected: Candidate) -> dict[str, Any]:
