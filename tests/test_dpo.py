@@ -201,3 +201,22 @@ def test_finetune_help_states_the_dpo_defaults():
     text = " ".join(done.stdout.split())
     assert "--method" in text and "--sft-adapter" in text and "--beta" in text
     assert "dpo: 5e-6" in text and "5e-7" in text and "0.1" in text
+
+
+def test_two_commands_go_from_ranked_answers_to_a_dpo_adapter(tiny_llama_dir, tmp_path):
+    for name, style in (("strong", "A careful, complete answer"), ("weak", "Meh")):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            [{"instruction": f"Explain idea {i}.", "input": "", "output": f"{style} about idea {i}."} for i in range(4)]
+        ))
+    pairs = tmp_path / "pairs.jsonl"
+    made = run_script("--quiet", "pairs", str(tmp_path / "strong.json"), str(tmp_path / "weak.json"), "-o", str(pairs), "--order", "strong,weak")
+    assert made.returncode == 0, made.stderr
+
+    output = tmp_path / "dpo"
+    trained = run_script(
+        "--quiet", "finetune", str(pairs), "--method", "dpo", "--model", str(tiny_llama_dir), "-o", str(output),
+        "--max-steps", "1", "--max-length", "64",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((output / "finetune.json").read_text())["pairs"] == 4
+    assert (output / "adapter" / "adapter_config.json").is_file() and not (output / "sft-adapter").exists()
