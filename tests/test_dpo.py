@@ -93,6 +93,21 @@ def test_the_reference_and_the_starting_policy_are_the_sft_model_not_the_base(ti
     assert logps_of(tiny_llama_dir)[:, 0].mean() != pytest.approx(sft_logps[:, 0].mean(), abs=1e-3)
 
 
+def test_string_pairs_train_as_plain_text_against_the_base_model_without_an_sft_adapter(tiny_llama_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pairs = [{"prompt": f"Q{i}: sky colour?", "chosen": " Blue.", "rejected": " Green, always."} for i in range(4)]
+    output = tmp_path / "dpo"
+    dpo_finetune(pairs, str(tiny_llama_dir), output, DpoSettings(max_steps=1, batch_size=4, max_length=64))
+    first_step = json.loads((output / "finetune.json").read_text())["log"][0]
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    base_logps = preference_logps(base, AutoTokenizer.from_pretrained(tiny_llama_dir), pairs, max_length=64)
+
+    assert first_step["rewards/margins"] == 0.0
+    assert first_step["logps/rejected"] == pytest.approx(base_logps[:, 1].mean(), abs=1e-3)
+
+
 def test_the_output_holds_the_dpo_adapter_and_the_sft_adapter_it_sits_on(sft_run, dpo_run):
     summary = json.loads((dpo_run / "finetune.json").read_text())
 
