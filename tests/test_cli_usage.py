@@ -73,9 +73,9 @@ def run_main(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
     return done.value.code, captured.out, captured.err
 
 
-def test_the_app_has_the_seventeen_documented_subcommands():
+def test_the_app_has_the_eighteen_documented_subcommands():
     assert sorted(COMMANDS) == sorted([
-        "inspect", "convert", "select", "run", "score", "embed", "finetune", "analyze", "experiment",
+        "inspect", "convert", "select", "run", "pairs", "score", "embed", "finetune", "analyze", "experiment",
         "cache info", "cache clear", "ranker synth", "ranker judge", "ranker evaluate", "ranker train",
         "eval humaneval", "eval judge",
     ])

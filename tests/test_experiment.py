@@ -135,3 +135,79 @@ def test_step_log_keeps_entries_written_by_another_run_into_the_same_folder(tmp_
     first.run("a", tmp_path / "a.txt", {"x": 1}, lambda path: path.write_text("a"))
     second.run("b", tmp_path / "b.txt", {"x": 2}, lambda path: path.write_text("b"))
     assert set(json.loads((tmp_path / "steps.json").read_text())) == {"a", "b"}
+
+
+def write_dpo_config(folder, model, judge_url, beta=0.1):
+    """An experiment with the sft and sft+dpo arms, judged by a local scripted server (no generated code runs)."""
+    (folder / "train.json").write_text(json.dumps([
+        {"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i} is blue."} for i in range(6)
+    ]))
+    pairs = [{"prompt": f"Question {i}?", "chosen": f"A full answer {i}.", "rejected": "No."} for i in range(4)]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    (folder / "questions.json").write_text(json.dumps([{"instruction": "Hi?", "output": "Hello."}]))
+    config = folder / "experiment.yaml"
+    config.write_text(
+        f"""
+data: train.json
+model: {model}
+output_dir: runs
+methods: [random]
+sizes: [4]
+evaluate_base: false
+finetune: {{max_steps: 1, batch_size: 2, max_length: 64}}
+preferences: pairs.jsonl
+dpo: {{max_steps: 1, batch_size: 2, max_length: 64, beta: {beta}}}
+eval:
+  judge: {{questions: questions.json, base_url: {judge_url}, model: judge, max_new_tokens: 4, cache: false}}
+"""
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def judge_url():
+    from _chat_server import ChatServer
+
+    with ChatServer(lambda messages: "A") as server:
+        yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def with_dpo(tiny_llama_dir, judge_url, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("experiment-dpo")
+    config = write_dpo_config(folder, tiny_llama_dir, judge_url)
+    return folder, config, run_experiment(load_config(config))
+
+
+def test_the_table_reports_the_sft_and_the_sft_dpo_arm_at_the_same_budget(with_dpo):
+    folder, _, outcome = with_dpo
+    with open(folder / "runs" / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["method"], row["budget"], row["records"]) for row in rows] == [("random", "4", "4"), ("random+dpo", "4", "4")]
+    assert all(row["judge_win_rate"] for row in rows)
+
+
+def test_the_dpo_arm_trains_on_the_sft_arm_adapter(with_dpo):
+    folder, _, _ = with_dpo
+    models = folder / "runs" / "models"
+    trained = json.loads((models / "random-4+dpo" / "finetune.json").read_text())
+    assert trained["method"] == "dpo" and trained["sft_adapter"] == str(models / "random-4" / "adapter")
+    assert (models / "random-4+dpo" / "sft-adapter" / "adapter_model.safetensors").read_bytes() == (
+        models / "random-4" / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+
+
+def test_a_changed_dpo_setting_reruns_only_the_dpo_arm(with_dpo, tiny_llama_dir, judge_url):
+    folder, _, first = with_dpo
+    again = run_experiment(load_config(write_dpo_config(folder, tiny_llama_dir, judge_url)))
+    assert again.ran == [] and sorted(again.skipped) == sorted(first.ran)
+
+    changed = run_experiment(load_config(write_dpo_config(folder, tiny_llama_dir, judge_url, beta=0.2)))
+    assert sorted(changed.ran) == ["dpo/random-4", "eval/random-4+dpo"]
+
+
+def test_dpo_settings_without_preferences_are_refused(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: x.json\nmodel: m\nmethods: [random]\nsizes: [2]\ndpo: {beta: 0.2}\n")
+    with pytest.raises(OptionError, match="dpo settings need 'preferences'"):
+        load_config(config)

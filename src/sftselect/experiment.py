@@ -1,4 +1,4 @@
-"""Experiments: for each method and budget, select -> fine-tune -> evaluate, then one table and plot.
+"""Experiments: for each method and budget, select -> fine-tune (-> DPO) -> evaluate, then one table and plot.
 
 Every step writes its output atomically and records the hash of everything that determines
 it in OUTPUT_DIR/steps.json; a rerun skips each step whose output exists with the same hash,
@@ -42,6 +42,7 @@ SELECT_KEYS = (
 SCORER_SHARED = (
     "turn_aggregate", "lm", "seed", "perplexity_keep", "max_response_tokens", "judge_model", "base_url", "complexity_model", "quality_model",
 )
+DPO_KEYS = FINETUNE_KEYS | {"beta", "loss_type"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ExperimentConfig:
     evaluate_base: bool = True
     data_format: str | None = None
     selection: dict[str, Any] = field(default_factory=dict)  # the select section, by select's parameter names
+    preferences: str | None = None  # preference pairs: with them, each SFT run also gets an sft+dpo arm
+    dpo: dict[str, Any] = field(default_factory=dict)
     unsafe_no_sandbox: bool = False  # from the command line only: HumanEval may run generated code unsandboxed
 
 
@@ -89,7 +92,10 @@ def load_config(path: str | os.PathLike, select_schema: RecipeSchema | None = No
         raise OptionError(f"{source}: not valid YAML ({error})") from error
     if not isinstance(raw, dict):
         raise OptionError(f"{source}: the config must be a mapping of settings")
-    known = {"data", "format", "model", "output_dir", "methods", "fractions", "sizes", "finetune", "eval", "evaluate_base", "select"}
+    known = {
+        "data", "format", "model", "output_dir", "methods", "fractions", "sizes", "finetune", "eval", "evaluate_base",
+        "select", "preferences", "dpo",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise OptionError(f"{source}: unknown setting(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
@@ -114,6 +120,12 @@ def load_config(path: str | os.PathLike, select_schema: RecipeSchema | None = No
     unknown = sorted(set(finetune) - FINETUNE_KEYS)
     if unknown:
         raise OptionError(f"{source}: unknown finetune setting(s) {', '.join(unknown)}")
+    dpo = dict(raw.get("dpo") or {})
+    unknown = sorted(set(dpo) - DPO_KEYS)
+    if unknown:
+        raise OptionError(f"{source}: unknown dpo setting(s) {', '.join(unknown)}")
+    if dpo and not raw.get("preferences"):
+        raise OptionError(f"{source}: dpo settings need 'preferences', the preference pairs to train the sft+dpo arm on")
     evaluation = dict(raw.get("eval") or {"humaneval": {}})
     if not set(evaluation) <= {"humaneval", "judge"} or not evaluation:
         raise OptionError(f"{source}: eval takes humaneval and/or judge")
@@ -150,6 +162,8 @@ def load_config(path: str | os.PathLike, select_schema: RecipeSchema | None = No
         evaluate_base=bool(raw.get("evaluate_base", True)),
         data_format=raw.get("format"),
         selection=selection,
+        preferences=local(str(raw["preferences"])) if raw.get("preferences") else None,
+        dpo=dpo,
     )
 
 
@@ -292,6 +306,7 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     from sftselect.io import read_dataset
     from sftselect.pipeline import build_pipeline, run_selection
     from sftselect.scorers.registry import method_diversity
+    from sftselect.training.dpo import DpoSettings, dpo_finetune, read_preference_pairs
     from sftselect.training.finetune import FinetuneSettings, finetune
 
     if config.humaneval is not None:
@@ -314,6 +329,11 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
     data_identity = {"data": str(Path(config.data).resolve()), "size": os.path.getsize(config.data) if os.path.isfile(config.data) else None,
                      "records": len(records), "format": data.format, **({"select": selection} if selection else {})}
     evaluation_identity = {"humaneval": config.humaneval, "judge": config.judge, "sftselect": __version__}
+    pairs = read_preference_pairs(config.preferences) if config.preferences else None  # checked before any training
+    preference_identity = None if pairs is None else {
+        "preferences": str(Path(config.preferences).resolve()), "pairs": len(pairs),
+        "size": os.path.getsize(config.preferences) if os.path.isfile(config.preferences) else None,
+    }
     rows: list[dict[str, Any]] = []
 
     if config.evaluate_base:
@@ -355,6 +375,22 @@ def run_experiment(config: ExperimentConfig) -> ExperimentOutcome:
                 lambda tmp, model_dir=model_dir: _evaluate(str(model_dir), config, tmp),
             )
             rows.append(_row(spec.name, budget_label(budget), len(chosen), result))
+            if pairs is None:
+                continue
+            # The sft+dpo arm: DPO on top of this run's SFT adapter (never retrained), at the same SFT budget.
+            dpo_settings = DpoSettings(merge=True, **_tuple_lists(config.dpo))
+            dpo_content = {"sft": train_content, "pairs": preference_identity, "settings": dpo_settings.as_dict()}
+            dpo_dir = steps.run(
+                f"dpo/{run_name}", folder / "models" / f"{run_name}+dpo", dpo_content,
+                lambda tmp, model_dir=model_dir, dpo_settings=dpo_settings: dpo_finetune(
+                    pairs, base_model, tmp, dpo_settings, sft_adapter=model_dir
+                ),
+            )
+            result = steps.run(
+                f"eval/{run_name}+dpo", folder / "results" / f"{run_name}+dpo.json", {"train": dpo_content, **evaluation_identity},
+                lambda tmp, dpo_dir=dpo_dir: _evaluate(str(dpo_dir), config, tmp),
+            )
+            rows.append(_row(f"{spec.name}+dpo", budget_label(budget), len(chosen), result))
 
     table_path = _write_tables(folder, rows)
     plot_path = _plot(folder, rows)

@@ -21,7 +21,7 @@ import numpy as np
 from sftselect.engine.summary import RunSummary
 from sftselect.errors import OptionError
 from sftselect.progress import is_quiet
-from sftselect.records import Record
+from sftselect.records import PreferenceRecord, Record
 from sftselect.scorers.base import Scorer
 from sftselect.scorers.registry import DEFAULT_EMBEDDER, EMBEDDERS, SCORERS, create_embedder, method_diversity, score_field
 from sftselect.selectors.base import Drop, RecordFilter, SelectionContext, Selector
@@ -32,6 +32,8 @@ from sftselect.selectors.registry import budget_selector, selector_for
 from sftselect.selectors.response import HasResponse
 
 ORDERS = ("score", "input")
+# What a method scores of a preference pair: the prompt and chosen reply, chosen minus rejected, or the prompt alone.
+PREFERENCE_SCORES = ("chosen", "margin", "prompt")
 BELOW_CUTOFF = "below the cutoff"
 
 
@@ -88,7 +90,11 @@ class Pipeline:
     `scorer` may be None when the scores are given to `run_selection`. `embedder` makes the
     embedder a selector that compares records uses (called only when no embeddings are
     given). `order` writes the chosen records by `score` (best first) or in `input` order;
-    `score_name` is the field the scores are written under.
+    `score_name` is the field the scores are written under. `preference_score` says what
+    the scorer scores of a preference pair (`PreferenceRecord`): `chosen`, the prompt and its
+    chosen reply (for any record, its turns); `margin`, the score of the chosen reply minus
+    that of the rejected one; `prompt`, the prompt with an empty reply (for methods that read
+    the instruction alone, such as deita-complexity).
     """
 
     selector: Selector
@@ -97,10 +103,16 @@ class Pipeline:
     embedder: Callable[[], Any] | None = None
     order: str = "score"
     score_name: str = "score"
+    preference_score: str = "chosen"
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise OptionError(f"{{order}} must be one of {', '.join(ORDERS)}, got {self.order!r}", options=("order",))
+        if self.preference_score not in PREFERENCE_SCORES:
+            raise OptionError(
+                f"{{preference_score}} must be one of {', '.join(PREFERENCE_SCORES)}, got {self.preference_score!r}",
+                options=("preference_score",),
+            )
 
 
 @dataclass
@@ -152,6 +164,7 @@ def build_pipeline(
     device: str | None = None,
     order: str = "score",
     scored: bool = False,
+    preference_score: str = "chosen",
 ) -> Pipeline:
     """The pipeline for plain options: filters, `method`'s scorer (none when `scored`), a budget and its preset.
 
@@ -159,6 +172,7 @@ def build_pipeline(
     scorer factory, which rejects one it does not take; `shared_options` (settings shared by
     several methods, such as a CLI's flags) reach it only where it takes them. A method's
     preset applies unless overridden: deita selects with its diversity filter at 0.9.
+    `preference_score` says what is scored of preference pairs (`Pipeline`).
     """
     budget = budget_selector(keep, top, min_score)
     if diversity is None:
@@ -181,6 +195,7 @@ def build_pipeline(
         embedder=partial(create_embedder, kind, embedder_model, **run_options),
         order=order,
         score_name=score_field(method),
+        preference_score=preference_score,
     )
 
 
@@ -257,6 +272,7 @@ def run_selection(
         raise OptionError("embeddings are used only by the diversity filter: give {diversity} (deita's is 0.9)", options=("diversity",))
     if scores is None and pipeline.scorer is None:
         raise OptionError("the pipeline has no scorer: give it one, or give the scores")
+    _check_preference_score(records, pipeline.preference_score, scores is not None)
     from sftselect.engine.local import LocalEngine
 
     engine = engine or LocalEngine(cache)
@@ -279,8 +295,7 @@ def run_selection(
         elif not kept_records:
             candidate_scores = np.zeros(0, dtype=np.float64)
         else:
-            candidate_scores = engine.score(kept_records, pipeline.scorer)
-            summary.add_scoring(engine, len(kept_records))
+            candidate_scores = _scored(kept_records, pipeline, engine, summary)
             models["scorer"] = model_identity(pipeline.scorer)
 
     with summary.step("selecting"):
@@ -299,6 +314,33 @@ def run_selection(
     for position in passed_over.tolist():
         drops[int(candidates[position])] = context.drops.get(position, Drop(pipeline.selector.step, BELOW_CUTOFF))
     return Selection(indices=indices, scores={pipeline.score_name: full_scores}, summary=summary, drops=drops, ranks=ranks, models=models)
+
+
+def _check_preference_score(records: Sequence[Record], preference_score: str, scored: bool) -> None:
+    """Refuse to score a part of a pair that the records do not have, or that given scores do not cover."""
+    if preference_score == "chosen":
+        return
+    if scored:
+        raise OptionError(f"{{preference_score}} {preference_score} scores the pairs here: leave out the given scores",
+                          options=("preference_score",))
+    plain = next((record for record in records if not isinstance(record, PreferenceRecord)), None)
+    if plain is not None:
+        raise OptionError(
+            f"{{preference_score}} {preference_score} scores preference pairs (prompt, chosen, rejected), but record "
+            f"{plain.id!r} is not one; read a preference format (docs/data.md)", options=("preference_score",),
+        )
+
+
+def _scored(records: list[Record], pipeline: Pipeline, engine: Any, summary: SelectionSummary) -> np.ndarray:
+    """The scorer's score of each record, or of the part of each preference pair that `pipeline.preference_score` names."""
+    part = pipeline.preference_score
+    views = [record.prompt_record() for record in records] if part == "prompt" else records
+    scores = engine.score(views, pipeline.scorer)
+    summary.add_scoring(engine, len(views))
+    if part == "margin":
+        scores = scores - engine.score([record.rejected_record() for record in records], pipeline.scorer)
+        summary.add_scoring(engine, len(records))
+    return scores
 
 
 def _vectors(

@@ -58,3 +58,32 @@ class Record:
         """The first user turn's text (the instruction of a single-turn record)."""
         pairs = self.pairs()
         return pairs[0][0] if pairs else ""
+
+
+@dataclass(frozen=True)
+class PreferenceRecord(Record):
+    """A preference pair: the prompt's turns, the chosen reply's and the rejected reply's.
+
+    `turns` is the prompt followed by the chosen reply, so that everything that reads a
+    `Record` (scorers, dedup, embeddings) sees the conversation a model would be tuned on.
+    """
+
+    prompt: tuple[Turn, ...] = ()
+    chosen: tuple[Turn, ...] = ()
+    rejected: tuple[Turn, ...] = ()
+
+    @classmethod
+    def of(
+        cls, id: str, prompt: tuple[Turn, ...], chosen: tuple[Turn, ...], rejected: tuple[Turn, ...],
+        original: Mapping[str, Any], index: int = 0,
+    ) -> "PreferenceRecord":
+        """The pair, with `turns` made from its prompt and chosen reply."""
+        return cls(id=id, turns=prompt + chosen, original=original, index=index, prompt=prompt, chosen=chosen, rejected=rejected)
+
+    def rejected_record(self) -> Record:
+        """The prompt followed by the rejected reply, as a plain record (what a scorer scores for it)."""
+        return Record(id=self.id, turns=self.prompt + self.rejected, original=self.original, index=self.index)
+
+    def prompt_record(self) -> Record:
+        """The prompt followed by an empty reply, as a plain record: what an instruction-only scorer reads."""
+        return Record(id=self.id, turns=self.prompt + (Turn("assistant", ""),), original=self.original, index=self.index)

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from sftselect import __version__
-from sftselect.cli import analyze, cache, data, evaluate, finetune, ranker, run, score, select
+from sftselect.cli import analyze, cache, data, evaluate, finetune, pairs, ranker, run, score, select
 from sftselect.cli.output import console
 from sftselect.progress import set_quiet
 from sftselect.errors import SftselectError, describe_os_error
@@ -52,6 +52,7 @@ app.command("inspect")(data.inspect_command)
 app.command("convert", help=data.CONVERT_HELP)(data.convert_command)
 app.command("select")(select.select_command)
 app.command("run", help=run.RUN_HELP, short_help=run.RUN_SHORT_HELP)(run.run_command)
+app.command("pairs")(pairs.pairs_command)
 app.command("score")(score.score_command)
 app.command("embed")(score.embed_command)
 app.command("finetune")(finetune.finetune_command)

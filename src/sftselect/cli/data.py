@@ -65,7 +65,12 @@ def inspect_command(
     lengths = Table(title="length in characters")
     for column in ("", "mean", "min", "median", "p95", "max"):
         lengths.add_column(column, justify="right")
-    for label, stats in (("instruction", report.instruction_chars), ("response", report.response_chars)):
+    rows = [("instruction", report.instruction_chars), ("response", report.response_chars)]
+    if report.preferences is not None:
+        out.print(f"{report.preferences.pairs} preference pairs (prompt, chosen, rejected)", highlight=False)
+        pairs = report.preferences
+        rows = [("prompt", pairs.prompt_chars), ("chosen", pairs.chosen_chars), ("rejected", pairs.rejected_chars)]
+    for label, stats in rows:
         lengths.add_row(label, f"{stats.mean:.0f}", str(stats.minimum), f"{stats.median:.0f}", f"{stats.p95:.0f}", str(stats.maximum))
     out.print(lengths)
     if report.problems:

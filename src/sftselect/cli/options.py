@@ -13,6 +13,7 @@ from sftselect.errors import OptionError
 FORMAT_NAMES = (
     "alpaca", "sharegpt", "messages", "prompt_completion", "query_response",
     "oasst_tree", "humaneval", "questions", "reference_answers", "instructions",
+    "preference", "hh_rlhf", "ultrafeedback", "oasst_ranks",
 )
 
 FormatOption = Annotated[

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 SELECT_FLAGS = {
     "keep": "--keep", "top": "--top", "min_score": "--min-score", "order": "--order", "diversity": "--diversity",
     "near_dedup": "--near-dedup-threshold", "scores": "--scores", "compare": "--compare",
-    "complexity_model": "--complexity-model", "quality_model": "--quality-model",
+    "complexity_model": "--complexity-model", "quality_model": "--quality-model", "preference_score": "--preference-score",
 }
 
 
@@ -81,6 +81,12 @@ def select_command(
     near_dedup: bool = typer.Option(False, "--near-dedup", help="Drop near-duplicates found with MinHash LSH over word 3-grams."),
     near_dedup_threshold: float = typer.Option(0.8, "--near-dedup-threshold", help="Estimated Jaccard similarity at which --near-dedup drops a record."),
     english_only: bool = typer.Option(False, "--english-only", help="Drop records whose prompts do not look English (a letters and function-words heuristic)."),
+    preference_score: str = typer.Option(
+        "chosen", "--preference-score",
+        help="Preference pairs (prompt/chosen/rejected data): what the method scores. chosen: the prompt and its chosen "
+        "reply; margin: that score minus the prompt and rejected reply's; prompt: the prompt with an empty reply (for "
+        "methods that read the instruction alone, such as deita-complexity).",
+    ),
     order: str = typer.Option("score", "--order", help="Write the chosen records by score (best first) or in input order: score or input."),
     with_scores: WithScoresOption = False,
     indices_out: Optional[str] = typer.Option(
@@ -159,6 +165,8 @@ def select_command(
             raise OptionError("--compare writes one selection per method into a folder: name it with -o FOLDER")
         if explain is not None:
             raise OptionError("--explain accounts for one method's selection: leave out --compare")
+        if preference_score != "chosen":
+            raise OptionError("--preference-score applies to one method's selection: leave out --compare")
         budget_selector(keep, top, min_score)
         methods = parse_methods(compare)
         recipe = recipe_path(output)
@@ -201,6 +209,7 @@ def select_command(
         shared_options={"complexity_model": complexity_model, "quality_model": quality_model, **baseline_options},
         dedup=dedup, near_dedup=near_dedup_threshold if near_dedup else None, english_only=english_only,
         diversity=diversity, embedder=embedder, batch_size=batch_size, device=device, order=order, scored=scores is not None,
+        preference_score=preference_score,
     )
     if estimate:
         from sftselect.cli.output import print_estimate

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftselect.errors import ModelLoadError
 from sftselect.progress import progress
 
 
@@ -22,36 +20,14 @@ class GenerationSettings:
     seed: int = 0
 
 
-def resolve_model_folder(path: str | Path) -> Path:
-    """The folder to load for PATH: a `finetune` output's merged model if it has one, else PATH itself."""
-    folder = Path(path)
-    if (folder / "merged" / "config.json").is_file():
-        return folder / "merged"
-    if (folder / "adapter" / "adapter_config.json").is_file():
-        return folder / "adapter"
-    return folder
-
-
 def load_for_generation(path: str | Path) -> tuple[Any, Any]:
-    """A causal LM ready for batched generation: a plain model folder, a merged model, or a LoRA adapter."""
+    """A causal LM ready for batched generation: a plain model folder, a `finetune` output or a LoRA adapter."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = resolve_model_folder(path)
+    from sftselect.models.finetuned import load_finetuned
+
     dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        adapter_config = folder / "adapter_config.json"
-        if adapter_config.is_file():
-            from peft import PeftModel
-
-            base_name = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
-            model = PeftModel.from_pretrained(base, folder).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"cannot load a causal language model from {path}: {error}") from error
+    model, tokenizer = load_finetuned(path, dtype)
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()

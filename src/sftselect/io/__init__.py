@@ -10,11 +10,14 @@ from typing import Any
 
 _EXPORTS = {
     "Dataset": "sftselect.io.dataset",
+    "PreferenceRecord": "sftselect.records",
     "Skipped": "sftselect.io.dataset",
     "iter_record_batches": "sftselect.io.dataset",
     "read_dataset": "sftselect.io.dataset",
+    "read_preferences": "sftselect.io.dataset",
     "RecordStream": "sftselect.io.dataset",
     "stream_dataset": "sftselect.io.dataset",
+    "trl_preference_row": "sftselect.io.preferences",
     "FORMATS": "sftselect.io.formats",
     "parse_field_map": "sftselect.io.formats",
     "write_indices": "sftselect.io.write",

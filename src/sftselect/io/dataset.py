@@ -25,9 +25,18 @@ from sftselect.io.containers import (
     sniff_container,
     spool_stream,
 )
-from sftselect.io.formats import FORMATS, Format, RecordProblem, detect_format, is_mapping, kind_of, other_format
+from sftselect.io.formats import (
+    FORMATS,
+    PREFERENCE_FORMATS,
+    Format,
+    RecordProblem,
+    detect_format,
+    is_mapping,
+    kind_of,
+    other_format,
+)
 from sftselect.io.hub import RepositoryOptions, check_applies, hub_id_of, load_repository, refuse_revision
-from sftselect.records import Record, Turn
+from sftselect.records import PreferenceRecord, Record, Turn
 
 ON_ERROR = ("raise", "skip")
 AUTO_FORMAT = "auto"  # the same as no format: detected, and each record read in its own where it differs
@@ -194,10 +203,13 @@ class RecordReader:
 
     Without a forced format (None or "auto"), a record that lacks the file's format's fields but
     is whole in another format is read in its own (counted in `other_formats`); with one, it is
-    an error that names both formats.
+    an error that names both formats. With `preferences`, only preference formats are detected
+    or allowed (`read_preferences`).
     """
 
-    def __init__(self, name: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str):
+    def __init__(
+        self, name: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str, preferences: bool = False
+    ):
         if on_error not in ON_ERROR:
             raise OptionError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
         self.name = name
@@ -208,8 +220,11 @@ class RecordReader:
         self.fields: dict[str, str] = {}
         self.skipped: list[Skipped] = []
         self.other_formats: Counter[str] = Counter()
+        self.preferences = preferences
         if self.forced is not None and self.forced not in FORMATS:
             raise OptionError(f"unknown format {format!r}; choose {AUTO_FORMAT} or one of {', '.join(FORMATS)}")
+        if preferences and self.forced is not None and not FORMATS[self.forced].is_preference:
+            raise OptionError(f"format {self.forced} holds no preference pairs; choose {AUTO_FORMAT} or one of {', '.join(PREFERENCE_FORMATS)}")
 
     @classmethod
     def with_format(
@@ -258,7 +273,7 @@ class RecordReader:
                 first_problem = first_problem or (item, item.error)
                 continue
             try:
-                fmt, fields = detect_format(item.value, self.field_map, self.forced)
+                fmt, fields = detect_format(item.value, self.field_map, self.forced, self.preferences)
             except RecordProblem as problem:
                 first_problem = first_problem or (item, str(problem))
                 continue
@@ -312,10 +327,14 @@ class RecordReader:
             )
         return other
 
-    @staticmethod
-    def record(number: int, value: Any, turns: tuple[Turn, ...], own_id: str | None) -> Record:
-        """The Record of a parsed value; a record without an id of its own is named by its number."""
-        return Record(id=own_id if own_id is not None else str(number), turns=turns, original=value, index=number)
+    def record(self, number: int, value: Any, turns: tuple[Turn, ...], own_id: str | None) -> Record:
+        """The Record of a parsed value (a PreferenceRecord in a preference format); one without an id of its own is named by its number."""
+        record_id = own_id if own_id is not None else str(number)
+        fmt, fields = self.format_of(value)
+        if fmt.is_preference:
+            prompt, chosen, rejected = fmt.to_preference(value, fields)
+            return PreferenceRecord.of(record_id, prompt, chosen, rejected, value, number)
+        return Record(id=record_id, turns=turns, original=value, index=number)
 
     def reject(self, item: RawItem, problem: str) -> None:
         """A record that cannot be read: raise DataError under on_error="raise", else set it aside."""
@@ -361,7 +380,32 @@ def read_dataset(
     dataset (`owner/name`) or a dataset repository folder (`split` also of a saved DatasetDict).
     """
     opened = open_source(source, keep_text=True, repository=RepositoryOptions(subset, split, revision, streaming))
-    reader = RecordReader(opened.name, format, field_map, on_error)
+    return _read_whole(opened, RecordReader(opened.name, format, field_map, on_error))
+
+
+def read_preferences(
+    source: Any,
+    format: str | None = None,
+    field_map: Mapping[str, str] | None = None,
+    on_error: str = "raise",
+    *,
+    subset: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
+) -> Dataset:
+    """Read preference pairs (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, OpenAssistant ranks) as PreferenceRecords.
+
+    Like `read_dataset`, but only preference formats are detected or allowed (an OpenAssistant
+    tree is read as its ranked pair, `oasst_ranks`); each record's `prompt`, `chosen` and
+    `rejected` are its turns, `original` the row as read, which `write_selection` writes back exactly.
+    """
+    opened = open_source(source, keep_text=True, repository=RepositoryOptions(subset, split, revision, streaming))
+    return _read_whole(opened, RecordReader(opened.name, format, field_map, on_error, preferences=True))
+
+
+def _read_whole(opened: Source, reader: RecordReader) -> Dataset:
+    """Every record of an opened source, with the texts or byte spans that writing them back needs."""
     records: list[Record] = []
     texts: list[str] = []
     spans = array("q")

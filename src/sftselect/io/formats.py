@@ -9,6 +9,7 @@ case (the WizardLM test set spells it `Instruction`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -47,6 +48,12 @@ class Format:
     id_field: str = "id"
     accepts: Callable[[Mapping[str, Any], Mapping[str, str]], bool] | None = None
     message_fields: tuple[str, ...] = ()
+    to_preference: Callable[[Mapping[str, Any], Mapping[str, str]], PreferenceTurns] | None = None
+
+    @property
+    def is_preference(self) -> bool:
+        """Whether a record of this format is a preference pair: a prompt, a chosen and a rejected reply."""
+        return self.to_preference is not None
 
     def resolve_fields(self, keys: list[str], field_map: Mapping[str, str]) -> dict[str, str]:
         """Map each canonical field to the record key holding it (mapped, same name, or same name in another case)."""
@@ -307,6 +314,157 @@ def oasst_tree_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tu
     return _require_response(turns)
 
 
+# Preference formats ---------------------------------------------------------------
+
+PreferenceTurns = tuple[tuple[Turn, ...], tuple[Turn, ...], tuple[Turn, ...]]
+_HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _as_sft(to_preference: Callable[[Mapping[str, Any], Mapping[str, str]], PreferenceTurns]) -> Callable[..., tuple[Turn, ...]]:
+    """A preference format's turns as an instruction record: the prompt, then the chosen reply."""
+
+    def to_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
+        prompt, chosen, _ = to_preference(record, fields)
+        return prompt + chosen
+
+    to_turns.__doc__ = to_preference.__doc__
+    return to_turns
+
+
+def _reply(turns: list[Turn], key: str) -> tuple[Turn, ...]:
+    if not any(turn.role == "assistant" for turn in turns):
+        raise RecordProblem(f"field {key!r} holds no assistant reply")
+    return tuple(turns)
+
+
+def _messages_or_text(value: Any, key: str, role: str) -> list[Turn]:
+    """A TRL field: a string (one turn of `role`) or a list of {role, content} messages."""
+    value = _maybe_json_list(value)
+    if isinstance(value, list):
+        return _role_content_turns(value, key, "role", "content", MESSAGE_ROLES)
+    return [Turn(role, _text(value, f"field {key!r}"))]
+
+
+def preference_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> PreferenceTurns:
+    """TRL's `prompt`, `chosen`, `rejected`: strings or message lists; replies that repeat the prompt first have it taken off."""
+    prompt = tuple(_messages_or_text(_get(record, fields, "prompt"), fields["prompt"], "user"))
+    replies = []
+    for canonical in ("chosen", "rejected"):
+        if _get(record, fields, canonical) is None:
+            raise RecordProblem(f"record has no response (field {fields[canonical]!r} is missing or null)")
+        turns = _messages_or_text(record[fields[canonical]], fields[canonical], "assistant")
+        # UltraFeedback-binarized writes the whole conversation in chosen/rejected beside the prompt.
+        if len(turns) > len(prompt) and tuple(turns[: len(prompt)]) == prompt:
+            turns = turns[len(prompt) :]
+        replies.append(_reply(turns, fields[canonical]))
+    return prompt, replies[0], replies[1]
+
+
+def _hh_dialogue(value: Any, key: str) -> list[Turn]:
+    """An HH-RLHF dialogue ("\\n\\nHuman: ...\\n\\nAssistant: ...") or a list of messages, as turns."""
+    value = _maybe_json_list(value)
+    if isinstance(value, list):
+        return _role_content_turns(value, key, "role", "content", MESSAGE_ROLES)
+    text = _text(value, f"field {key!r}")
+    parts = _HH_MARKER.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        raise RecordProblem(f"field {key!r} is not a dialogue of '\\n\\nHuman: ' and '\\n\\nAssistant: ' turns")
+    return [Turn(_HH_ROLES[parts[i]], parts[i + 1]) for i in range(1, len(parts), 2)]
+
+
+def hh_rlhf_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> PreferenceTurns:
+    """HH-RLHF: `chosen` and `rejected` whole dialogues; the prompt is their shared turns, up to the last shared user turn."""
+    dialogues = []
+    for canonical in ("chosen", "rejected"):
+        if _get(record, fields, canonical) is None:
+            raise RecordProblem(f"record has no response (field {fields[canonical]!r} is missing or null)")
+        dialogues.append(_hh_dialogue(record[fields[canonical]], fields[canonical]))
+    chosen, rejected = dialogues
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared and chosen[shared - 1].role != "user":
+        shared -= 1
+    if not shared:
+        raise RecordProblem(f"fields {fields['chosen']!r} and {fields['rejected']!r} share no prompt (no user turn before they differ)")
+    return tuple(chosen[:shared]), _reply(chosen[shared:], fields["chosen"]), _reply(rejected[shared:], fields["rejected"])
+
+
+def rated_completions(record: Mapping[str, Any], fields: Mapping[str, str]) -> list[tuple[str, float]]:
+    """UltraFeedback's completions as (response, rating), in their order; the rating is `overall_score` unless mapped."""
+    key, response_key, rating_key = fields["completions"], fields["response"], fields["overall_score"]
+    completions = _maybe_json_list(record.get(key))
+    if not isinstance(completions, list):
+        raise RecordProblem(f"field {key!r} is {kind_of(completions)}, expected a list of rated completions")
+    rated = []
+    for number, completion in enumerate(completions):
+        if not is_mapping(completion):
+            raise RecordProblem(f"{key}[{number}] is {kind_of(completion)}, expected an object")
+        rating = completion.get(rating_key)
+        if isinstance(rating, bool) or not isinstance(rating, (int, float)):
+            raise RecordProblem(f"{key}[{number}].{rating_key} is {kind_of(rating)}, expected a number")
+        rated.append((_text(completion.get(response_key), f"{key}[{number}].{response_key}"), float(rating)))
+    return rated
+
+
+def ultrafeedback_prompt(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[Turn, ...]:
+    """UltraFeedback's `instruction` as the prompt."""
+    return (Turn("user", _field_text(record, fields, "instruction")),)
+
+
+def ultrafeedback_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> PreferenceTurns:
+    """UltraFeedback: the `instruction`, its best-rated completion (the first among equals) over its worst-rated (the last)."""
+    prompt = ultrafeedback_prompt(record, fields)
+    rated = rated_completions(record, fields)
+    if len({rating for _, rating in rated}) < 2:
+        raise RecordProblem(f"field {fields['completions']!r} holds no two completions of different ratings: no preference")
+    best = max(range(len(rated)), key=lambda i: (rated[i][1], -i))
+    worst = min(range(len(rated)), key=lambda i: (rated[i][1], -i))
+    return prompt, (Turn("assistant", rated[best][0]),), (Turn("assistant", rated[worst][0]),)
+
+
+def ranked_replies(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An OpenAssistant message's replies that have a human `rank` and are not deleted, best (rank 0) first."""
+    replies = node.get("replies") or []
+    if not isinstance(replies, list):
+        return []
+    ranked = [reply for reply in replies if is_mapping(reply) and not reply.get("deleted") and isinstance(reply.get("rank"), int)]
+    return sorted(ranked, key=lambda reply: reply["rank"])
+
+
+def oasst_message_turn(node: Any, depth: int) -> Turn:
+    """One OpenAssistant message as a turn (`prompter` is the user)."""
+    if not is_mapping(node):
+        raise RecordProblem(f"message at depth {depth} is {kind_of(node)}, expected an object")
+    role = node.get("role")
+    if role not in OASST_ROLES:
+        raise RecordProblem(f"message at depth {depth} has role {role!r}, which this format does not allow (allowed: assistant, prompter)")
+    return Turn(OASST_ROLES[role], _text(node.get("text"), f"message at depth {depth} text"))
+
+
+def oasst_ranks_turns(record: Mapping[str, Any], fields: Mapping[str, str]) -> PreferenceTurns:
+    """An OpenAssistant tree as one pair: along its best-ranked path, the first prompter message with two
+    differently ranked assistant replies; its rank-0 reply over its worst-ranked one."""
+    node = _get(record, fields, "prompt")
+    path: list[Turn] = []
+    depth = 0
+    while node is not None:
+        path.append(oasst_message_turn(node, depth))
+        ranked = [reply for reply in ranked_replies(node) if reply.get("role") == "assistant"]
+        if node.get("role") == "prompter" and len({reply["rank"] for reply in ranked}) > 1:
+            best, worst = ranked[0], ranked[-1]
+            return (
+                tuple(path),
+                (oasst_message_turn(best, depth + 1),),
+                (oasst_message_turn(worst, depth + 1),),
+            )
+        replies = node.get("replies") or []
+        node = _best_reply(replies) if isinstance(replies, list) else None
+        depth += 1
+    raise RecordProblem("no prompter message on the best-ranked path has two differently ranked replies: no preference")
+
+
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
     for fmt in (
@@ -349,6 +507,20 @@ FORMATS: dict[str, Format] = {
                "MT-Bench reference answers: choices[0].turns as assistant turns", id_field="question_id"),
         Format("instructions", ("instruction",), ("instruction",), instruction_only_turns,
                "bare instructions with no answers (WizardLM test set)", has_responses=False, id_field="idx"),
+        Format("preference", ("prompt", "chosen", "rejected"), ("prompt", "chosen", "rejected"), _as_sft(preference_turns),
+               "preference pairs: prompt, chosen, rejected (strings, or TRL's lists of messages)",
+               to_preference=preference_turns),
+        Format("hh_rlhf", ("chosen", "rejected"), ("chosen", "rejected"), _as_sft(hh_rlhf_turns),
+               "HH-RLHF preference pairs: chosen and rejected whole dialogues sharing their prompt",
+               to_preference=hh_rlhf_turns),
+        Format("ultrafeedback", ("instruction", "completions"), ("instruction", "completions"), _as_sft(ultrafeedback_turns),
+               "UltraFeedback: an instruction and its rated completions (best over worst)",
+               message_fields=("response", "overall_score"), to_preference=ultrafeedback_turns,
+               accepts=lambda record, fields: isinstance(_maybe_json_list(record.get(fields["completions"])), list)),
+        Format("oasst_ranks", ("prompt",), ("prompt",), _as_sft(oasst_ranks_turns),
+               "OpenAssistant message tree as a preference pair: rank 0 over the worst-ranked sibling",
+               id_field="message_tree_id", accepts=lambda record, fields: is_mapping(record.get(fields["prompt"])),
+               to_preference=oasst_ranks_turns),
     )
 }
 
@@ -357,9 +529,12 @@ FORMATS: dict[str, Format] = {
 # both `output` and `response`); an instruction with a `response` instead of an `output`
 # (Dolly) is read as Alpaca with output=response, input=context.
 DETECTION_ORDER = (
-    "messages", "sharegpt", "alpaca", "oasst_tree", "prompt_completion", "query_response", "humaneval",
-    "questions", "reference_answers",
+    "preference", "hh_rlhf", "messages", "ultrafeedback", "sharegpt", "alpaca", "oasst_tree", "prompt_completion",
+    "query_response", "humaneval", "questions", "reference_answers",
 )
+# What `read_preferences` detects: an OpenAssistant tree there is read as its ranked pair.
+PREFERENCE_ORDER = ("preference", "hh_rlhf", "ultrafeedback", "oasst_ranks")
+PREFERENCE_FORMATS = tuple(name for name, fmt in FORMATS.items() if fmt.is_preference)
 
 
 def parse_field_map(pairs: list[str] | None) -> dict[str, str]:
@@ -374,8 +549,13 @@ def parse_field_map(pairs: list[str] | None) -> dict[str, str]:
     return field_map
 
 
-def detect_format(record: Any, field_map: Mapping[str, str], forced: str | None = None) -> tuple[Format, dict[str, str]]:
-    """The format of a record (or the forced one) and its resolved fields; raises RecordProblem when none fits."""
+def detect_format(
+    record: Any, field_map: Mapping[str, str], forced: str | None = None, preferences: bool = False
+) -> tuple[Format, dict[str, str]]:
+    """The format of a record (or the forced one) and its resolved fields; raises RecordProblem when none fits.
+
+    With `preferences`, only preference formats are detected (an OpenAssistant tree as `oasst_ranks`).
+    """
     if not is_mapping(record):
         raise RecordProblem(f"record is {kind_of(record)}, expected an object")
     keys = list(record.keys())
@@ -383,10 +563,15 @@ def detect_format(record: Any, field_map: Mapping[str, str], forced: str | None 
         if forced not in FORMATS:
             raise OptionError(f"unknown format {forced!r}; choose one of {', '.join(FORMATS)}")
         return FORMATS[forced], FORMATS[forced].resolve_fields(keys, field_map)
-    for name in DETECTION_ORDER:
+    for name in PREFERENCE_ORDER if preferences else DETECTION_ORDER:
         fields = FORMATS[name].resolve_fields(keys, field_map)
         if FORMATS[name].fits(record, fields):
             return FORMATS[name], fields
+    if preferences:
+        raise RecordProblem(
+            f"no preference format fits a record with keys {', '.join(map(str, keys)) or '(none)'} "
+            f"(preference formats: {', '.join(PREFERENCE_FORMATS)}); name it with --format and map fields with --field CANONICAL=KEY"
+        )
     lowered = {str(key).lower(): key for key in keys}
     if "instruction" in lowered and "response" in lowered and "output" not in field_map:
         implied = {"output": lowered["response"], **({"input": lowered["context"]} if "context" in lowered else {})}
@@ -405,13 +590,19 @@ def detect_format(record: Any, field_map: Mapping[str, str], forced: str | None 
 def other_format(record: Mapping[str, Any], field_map: Mapping[str, str], file_format: Format) -> tuple[Format, dict[str, str]] | None:
     """The format a record is in when it lacks a field of the file's format but holds another one, else None.
 
-    Only formats that, like the file's, have responses (or, like it, have none) count, so that an
-    Alpaca record missing its output is reported as that, not read as a bare instruction.
+    Only formats that, like the file's, have responses (or, like it, have none) and, like it, hold
+    preference pairs (or not) count, so that an Alpaca record missing its output is reported as
+    that, not read as a bare instruction.
     """
     try:
-        fmt, fields = detect_format(record, field_map)
+        fmt, fields = detect_format(record, field_map, preferences=file_format.is_preference)
     except RecordProblem:
         return None
-    if fmt.name == file_format.name or fmt.has_responses != file_format.has_responses or not fmt.holds(record, fields):
+    if (
+        fmt.name == file_format.name
+        or fmt.has_responses != file_format.has_responses
+        or fmt.is_preference != file_format.is_preference
+        or not fmt.holds(record, fields)
+    ):
         return None
     return fmt, fields

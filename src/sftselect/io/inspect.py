@@ -13,7 +13,7 @@ from sftselect.errors import DataError
 from sftselect.io.dataset import Skipped, stream_dataset
 from sftselect.io.formats import FORMATS
 from sftselect.progress import progress
-from sftselect.records import Record
+from sftselect.records import PreferenceRecord, Record, Turn
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ class LengthStats:
         return cls(float(values.mean()), int(values.min()), float(np.median(values)), float(np.percentile(values, 95)), int(values.max()))
 
 
+@dataclass(frozen=True)
+class PreferenceInspection:
+    """What `inspect` adds for preference pairs: how many, and the lengths of prompts, chosen and rejected replies."""
+
+    pairs: int
+    prompt_chars: LengthStats
+    chosen_chars: LengthStats
+    rejected_chars: LengthStats
+
+
 @dataclass
 class Inspection:
     """What `sftselect inspect` reports about one input."""
@@ -48,6 +58,7 @@ class Inspection:
     instruction_chars: LengthStats
     response_chars: LengthStats
     problems: list[str] = field(default_factory=list)
+    preferences: PreferenceInspection | None = None
 
 
 class _Tally:
@@ -61,13 +72,30 @@ class _Tally:
         self.empty_responses = self.empty_instructions = self.no_response = 0
         self.id_hashes = array("q")
         self.conversation_hashes = array("q")
+        self.pairs = self.same_replies = self.empty_chosen = self.empty_rejected = 0
+        self.prompt_lengths, self.chosen_lengths, self.rejected_lengths = array("q"), array("q"), array("q")
+
+    def add_pair(self, record: PreferenceRecord) -> None:
+        """Lengths of a pair's parts, and whether its replies are the same or empty."""
+        self.pairs += 1
+        chosen, rejected = _text_of(record.chosen), _text_of(record.rejected)
+        self.prompt_lengths.append(len(_text_of(record.prompt)))
+        self.chosen_lengths.append(len(chosen))
+        self.rejected_lengths.append(len(rejected))
+        self.same_replies += " ".join(chosen.split()) == " ".join(rejected.split())
+        self.empty_chosen += not chosen.strip()
+        self.empty_rejected += not rejected.strip()
 
     def add(self, records: Iterable[Record]) -> None:
         for record in records:
             self.records += 1
             self.turns[len(record.turns)] += 1
             self.id_hashes.append(hash(record.id))
-            self.conversation_hashes.append(hash(record.turns))
+            if isinstance(record, PreferenceRecord):
+                self.conversation_hashes.append(hash((record.turns, record.rejected)))
+                self.add_pair(record)
+            else:
+                self.conversation_hashes.append(hash(record.turns))
             pairs = record.pairs()
             if not pairs:
                 self.instruction_lengths.extend(len(turn.text) for turn in record.turns if turn.role == "user")
@@ -106,6 +134,12 @@ class _Tally:
         distinct = len(np.unique(np.frombuffer(self.conversation_hashes, dtype=np.int64)))
         if distinct < self.records:
             problems.append(f"{self.records - distinct} records repeat an earlier record's conversation exactly")
+        preferences = None
+        if fmt.is_preference:
+            problems += self.pair_problems()
+            preferences = PreferenceInspection(
+                self.pairs, LengthStats.of(self.prompt_lengths), LengthStats.of(self.chosen_lengths), LengthStats.of(self.rejected_lengths)
+            )
         return Inspection(
             source=source,
             format=format,
@@ -119,7 +153,24 @@ class _Tally:
             instruction_chars=LengthStats.of(self.instruction_lengths),
             response_chars=LengthStats.of(self.response_lengths),
             problems=problems,
+            preferences=preferences,
         )
+
+    def pair_problems(self) -> list[str]:
+        """Pairs that teach a preference nothing: the same reply twice, or an empty one."""
+        problems = []
+        if self.same_replies:
+            problems.append(f"{self.same_replies} pairs have the same chosen and rejected text (whitespace aside): they teach no preference")
+        if self.empty_chosen:
+            problems.append(f"{self.empty_chosen} chosen replies are empty or whitespace")
+        if self.empty_rejected:
+            problems.append(f"{self.empty_rejected} rejected replies are empty or whitespace")
+        return problems
+
+
+def _text_of(turns: tuple[Turn, ...]) -> str:
+    """The turns' texts joined by blank lines."""
+    return "\n\n".join(turn.text for turn in turns)
 
 
 def inspect_source(source: Any, format: str | None = None, field_map: Mapping[str, str] | None = None,

@@ -7,9 +7,10 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from transformers import TrainerCallback
 
@@ -176,15 +177,17 @@ def load_base_model(name_or_path: str, precision: str) -> tuple[Any, Any]:
 
 
 class _TrainingLog(TrainerCallback):
-    """Keeps the logged training losses and advances a progress bar each optimizer step."""
+    """Keeps the logged training losses (and every step's logged metrics) and advances a progress bar each optimizer step."""
 
     def __init__(self, bar: Any):
         self.bar = bar
         self.losses: list[float] = []
+        self.steps: list[dict[str, float]] = []
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
+            self.steps.append({key: float(value) for key, value in logs.items() if isinstance(value, (int, float))})
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.bar.advance()
@@ -198,20 +201,84 @@ def planned_steps(examples: int, settings: FinetuneSettings) -> int:
     return math.ceil(math.ceil(batches / settings.gradient_accumulation_steps) * settings.epochs)
 
 
-def _trainer_config(**options: Any) -> Any:
-    """TRL's SFTConfig, with its complaints about bad values turned into an OptionError."""
-    from trl import SFTConfig
-
+def trainer_config(config_class: type, settings: FinetuneSettings, staging: Path, precision: str, **options: Any) -> Any:
+    """A TRL config (SFTConfig, DPOConfig) with the settings every run shares, bad values turned into an OptionError."""
     try:
-        return SFTConfig(**options)
+        return config_class(
+            output_dir=str(staging / "trainer"),
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps if settings.max_steps else -1,
+            per_device_train_batch_size=settings.batch_size,
+            gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            learning_rate=settings.learning_rate,
+            lr_scheduler_type=settings.lr_scheduler,
+            warmup_steps=settings.warmup_ratio,
+            max_length=settings.max_length,
+            bf16=precision == "bf16",
+            gradient_checkpointing=settings.gradient_checkpointing,
+            seed=settings.seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            **options,
+            **settings.extra,
+        )
     except ValueError as error:
         raise OptionError(f"bad fine-tuning setting: {error}") from error
 
 
+def lora_config(settings: FinetuneSettings) -> Any:
+    """The PEFT LoRA configuration of the settings."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(settings.target_modules) if isinstance(settings.target_modules, tuple) else settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_with_progress(trainer: Any, total_steps: int) -> tuple[Any, _TrainingLog]:
+    """Run the trainer with a progress bar over its optimizer steps; its outcome and what it logged."""
+    with progress("fine-tuning", total=total_steps, unit="steps") as bar:
+        log = _TrainingLog(bar)
+        trainer.add_callback(log)
+        outcome = trainer.train()
+    return outcome, log
+
+
+def save_trained(trainer: Any, tokenizer: Any, staging: Path, merge: bool) -> None:
+    """The adapter (and with MERGE the model with it folded in) into STAGING; the trainer's scratch folder removed."""
+    trainer.model.save_pretrained(staging / "adapter")
+    tokenizer.save_pretrained(staging / "adapter")
+    if merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(staging / "merged")
+        tokenizer.save_pretrained(staging / "merged")
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """A staging folder beside OUTPUT that replaces it when the block succeeds and is removed when it fails."""
+    staging = temporary_beside(output, folder=True)
+    try:
+        yield staging
+    except BaseException:
+        # An interrupted or failed run leaves nothing behind; OUTPUT was never touched.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, output)
+
+
 FINETUNE_FOLDER = FolderKind(
-    "a folder written by `finetune` (finetune.json, adapter/, merged/)",
+    "a folder written by `finetune` (finetune.json, adapter/, merged/, sft-adapter/)",
     required=("finetune.json",),
-    allowed=("finetune.json", "adapter", "merged"),
+    allowed=("finetune.json", "adapter", "merged", "sft-adapter"),
 )
 
 
@@ -233,8 +300,7 @@ def finetune(
     the end, so OUTPUT_DIR either holds a finished run or does not exist.
     """
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTTrainer
+    from trl import SFTConfig, SFTTrainer
 
     output = Path(output_dir)
     check_destination(output, None, overwrite, FINETUNE_FOLDER)
@@ -248,59 +314,19 @@ def finetune(
     if not examples:
         raise OptionError(f"none of the {len(records)} records has an assistant turn within --max-length")
 
-    staging = temporary_beside(output, folder=True)
-    try:
-        config = _trainer_config(
-            output_dir=str(staging / "trainer"),
-            num_train_epochs=settings.epochs,
-            max_steps=settings.max_steps if settings.max_steps else -1,
-            per_device_train_batch_size=settings.batch_size,
-            gradient_accumulation_steps=settings.gradient_accumulation_steps,
-            learning_rate=settings.learning_rate,
-            lr_scheduler_type=settings.lr_scheduler,
-            warmup_steps=settings.warmup_ratio,
-            max_length=settings.max_length,
-            bf16=precision == "bf16",
-            gradient_checkpointing=settings.gradient_checkpointing,
-            seed=settings.seed,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            **settings.extra,
-        )
-        lora = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules)
-            if isinstance(settings.target_modules, tuple)
-            else settings.target_modules,
-            task_type="CAUSAL_LM",
-        )
+    with staged_folder(output) as staging:
         trainer = SFTTrainer(
             model=model,
-            args=config,
+            args=trainer_config(SFTConfig, settings, staging, precision),
             train_dataset=Dataset.from_list(examples),
             processing_class=tokenizer,
-            peft_config=lora,
+            peft_config=lora_config(settings),
         )
-        with progress("fine-tuning", total=planned_steps(len(examples), settings), unit="steps") as bar:
-            log = _TrainingLog(bar)
-            trainer.add_callback(log)
-            outcome = trainer.train()
-
-        adapter_dir = staging / "adapter"
-        trainer.model.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
-        if settings.merge:
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(staging / "merged")
-            tokenizer.save_pretrained(staging / "merged")
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
+        outcome, log = train_with_progress(trainer, planned_steps(len(examples), settings))
+        save_trained(trainer, tokenizer, staging, settings.merge)
         seconds = time.perf_counter() - started
         summary = {
+            "method": "sft",
             "base_model": str(model_name_or_path),
             "settings": settings.as_dict(),
             "precision": precision,
@@ -312,11 +338,6 @@ def finetune(
             "seconds": round(seconds, 1),
         }
         (staging / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        # An interrupted or failed run leaves nothing behind; OUTPUT_DIR was never touched.
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_folder(staging, output)
     return FinetuneResult(
         output_dir=output,
         adapter_dir=output / "adapter",
