@@ -20,7 +20,8 @@ code/not-code rule. The L2 penalty is chosen inside the training sources (leave 
         --generate -o src/sftselect/data/rankers/scar-style-features
 
 rebuilds the answers, prints every figure, and writes the ranker with its training_report.json.
---surprisal adds SmolLM2 loss features (cached in --lm-cache) to the leave-sources-out comparison.
+--surprisal adds SmolLM2 loss features (SCAR's instructional surprisal, cached in --lm-cache) to the
+comparison; --final-features "form + surprisal" then writes a ranker that uses them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import numpy as np
 
 from sftselect.io.atomic import atomic_path
 from sftselect.records import Record, Turn
-from sftselect.models.style_features import FORM_FEATURES, form_features
+from sftselect.models.style_features import (
+    FORM_FEATURES,
+    SURPRISAL_FEATURES,
+    SURPRISAL_LM_SETTINGS,
+    form_features,
+    surprisal_features,
+)
 from sftselect.training.style_ranker import (
     MatchedPair,
     alpaca_eval_pairs,
@@ -53,8 +60,13 @@ HUMAN_SOURCES = ("lima", "oasst", "scar_human")
 L2_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
 # AlpacaEval generators in their known strength order (leaderboard win rates), strongest first.
 STRENGTH_ORDER = ("gpt4_1106_preview", "gpt4", "claude", "Meta-Llama-3-8B-Instruct", "text_davinci_003", "alpaca-7b")
+# The feature sets compared; "surprisal ratios" keeps only the LM features that are relative to the response's own loss.
+VARIANTS = {
+    "form": list(FORM_FEATURES),
+    "form + surprisal": list(FORM_FEATURES) + list(SURPRISAL_FEATURES),
+    "form + surprisal ratios": list(FORM_FEATURES) + ["lm_instruction_gain", "lm_ifd"],
+}
 QUALITY_TRAINING = (("gpt4_1106_preview", "alpaca-7b"), ("claude", "text_davinci_003"))
-SURPRISAL_FEATURES = ("lm_loss_given_instruction", "lm_loss_alone", "lm_instruction_gain", "lm_ifd")
 
 
 class Texts:
@@ -67,7 +79,7 @@ class Texts:
         self.matrix = form_features([text for _, text in keys])
         if surprisal is not None:
             self.names += list(SURPRISAL_FEATURES)
-            self.matrix = np.hstack([self.matrix, np.stack([surprisal[key] for key in keys])])
+            self.matrix = np.hstack([self.matrix, surprisal_features(np.stack([surprisal[key] for key in keys]))])
 
     def matrices(self, pairs: list[MatchedPair], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         columns = [self.names.index(name) for name in names]
@@ -76,28 +88,28 @@ class Texts:
         return self.matrix[better][:, columns], self.matrix[worse][:, columns]
 
 
-def surprisal_features(pairs: list[MatchedPair], cache_path: Path) -> dict[tuple[str, str], np.ndarray]:
-    """SmolLM2 mean token losses of each response (first 64 tokens) given its instruction and alone, cached on disk."""
-    from sftselect.models.response_losses import CONDITIONAL, TOKENS, UNCONDITIONAL, ResponseLosses
+def lm_losses(pairs: list[MatchedPair], cache_path: Path, model: str | None) -> dict[tuple[str, str], np.ndarray]:
+    """The LM's summed losses of each response (first 64 tokens) given its instruction and alone, cached on disk."""
+    from sftselect.models.response_losses import ResponseLosses
 
     keys = list(dict.fromkeys((pair.instruction, text) for pair in pairs for text in (pair.better, pair.worse)))
-    cached: dict[str, list[float]] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    lm = {"model": model, **SURPRISAL_LM_SETTINGS}
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {"lm": lm, "losses": {}}
+    if cache.get("lm") != lm:
+        sys.exit(f"{cache_path} holds losses of another LM ({cache.get('lm')}); give another --lm-cache")
+    cached: dict[str, list[float]] = cache["losses"]
     missing = [key for key in keys if json.dumps(key) not in cached]
     if missing:
-        lm = ResponseLosses(max_response_tokens=64, max_instruction_tokens=128, batch_tokens=4096)
-        for start in range(0, len(missing), 128):
-            chunk = missing[start : start + 128]
-            for key, losses in zip(chunk, lm.pair_losses(chunk)):
+        print(f"LM losses: {len(missing)} of {len(keys)} responses not in {cache_path}", flush=True)
+        scorer = ResponseLosses(model, **SURPRISAL_LM_SETTINGS, batch_tokens=4096)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            for key, losses in zip(chunk, scorer.pair_losses(chunk)):
                 cached[json.dumps(key)] = [float(value) for value in losses]
             with atomic_path(cache_path) as staging:
-                staging.write_text(json.dumps(cached))
-    result = {}
-    for key in keys:
-        summed = np.array(cached[json.dumps(key)])
-        tokens = max(summed[TOKENS], 1.0)
-        given, alone = summed[CONDITIONAL] / tokens, summed[UNCONDITIONAL] / tokens
-        result[key] = np.array([given, alone, alone - given, given / max(alone, 1e-6)])
-    return result
+                staging.write_text(json.dumps(cache))
+    return {key: np.array(cached[json.dumps(key)]) for key in keys}
 
 
 def in_check_half(instruction: str) -> bool:
@@ -180,11 +192,10 @@ def first_response(record: Record) -> str:
     return record.pairs()[0][1]
 
 
-def spread_check(ranker, records: list[Record], keep: float) -> dict:
-    """TTR and MTLD standard deviation of the pool and of the ranker's top `keep` share."""
+def spread_check(scores: np.ndarray, records: list[Record], keep: float) -> dict:
+    """TTR and MTLD standard deviation of the pool and of its top `keep` share by `scores`."""
     from sftselect.analysis.analyze import analyze
 
-    scores = ranker.score_texts([first_response(record) for record in records])
     top = np.argsort(-scores, kind="stable")[: max(1, int(round(keep * len(records))))]
     summary = analyze(records, {"top": [records[index] for index in top]}, use_lm=False).summary()
     stats = {row["name"]: row["metrics"] for row in summary}
@@ -194,16 +205,23 @@ def spread_check(ranker, records: list[Record], keep: float) -> dict:
     }
 
 
-def mixed_pools(texts: Texts, synth, gpt35, quality, checks, data: Path, names: list[str]) -> list[dict]:
-    """Per held-out source, its human and LLM answers to the same instructions, ranked by the ranker trained without it."""
+def mixed_pools(texts: Texts, synth, gpt35, quality, data: Path, names: list[str]) -> list[dict]:
+    """Per held-out source, its human and LLM answers to the same instructions, ranked by the ranker trained without it.
+
+    With form features only, also the check half of AlpacaEval's six generators (no LM features are computed for it).
+    """
     results = []
     for held in HUMAN_SOURCES:
         training = [pair for pair in synth + gpt35 if pair.source != held] + quality
         ranker = train(texts, training, names)
         held_pairs = [pair for pair in synth + gpt35 if pair.source == held]
-        answers = dict.fromkeys((pair.instruction, text) for pair in held_pairs for text in (pair.worse, pair.better))
+        answers = list(dict.fromkeys((pair.instruction, text) for pair in held_pairs for text in (pair.worse, pair.better)))
+        columns = [texts.names.index(name) for name in names]
+        scores = ranker.score_features(texts.matrix[[texts.row[key] for key in answers]][:, columns])
         records = _records([text for _, text in answers], [instruction for instruction, _ in answers])
-        results.append({"pool": f"{held}: human + {'SmolLM2 + GPT-3.5' if held == 'scar_human' else 'SmolLM2'}", **spread_check(ranker, records, 0.25)})
+        results.append({"pool": f"{held}: human + {'SmolLM2 + GPT-3.5' if held == 'scar_human' else 'SmolLM2'}", **spread_check(scores, records, 0.25)})
+    if any(name in SURPRISAL_FEATURES for name in names):
+        return results
     ranker = train(texts, synth + gpt35 + quality, names)
     pool = []
     for generator in STRENGTH_ORDER:
@@ -211,17 +229,18 @@ def mixed_pools(texts: Texts, synth, gpt35, quality, checks, data: Path, names: 
         items = [item for item in items if in_check_half(item["instruction"])][:200]
         pool += [(item["instruction"], item["output"]) for item in items if item["output"].strip()]
     records = _records([text for _, text in pool], [instruction for instruction, _ in pool])
-    results.append({"pool": f"alpaca_eval: {len(STRENGTH_ORDER)} generators x 200 check-half instructions", **spread_check(ranker, records, 0.25)})
+    scores = ranker.score_texts([text for _, text in pool])
+    results.append({"pool": f"alpaca_eval: {len(STRENGTH_ORDER)} generators x 200 check-half instructions", **spread_check(scores, records, 0.25)})
     return results
 
 
-def alpaca_selection(ranker, path: Path) -> dict:
-    """Top 10% of the Alpaca 5000 file: share of responses of 5 words or fewer and median length, beside the pool's."""
+def alpaca_selection(ranker, path: Path, limit: int | None = None) -> dict:
+    """Top 10% of the Alpaca 5000 file (its first `limit` records): share of responses of 5 words or fewer and median length, beside the pool's."""
     from sftselect.text_metrics import words
     from sftselect.io import read_dataset
     from sftselect.scorers.style_ranker import StyleFeatureScorer
 
-    records = read_dataset(str(path)).records
+    records = read_dataset(str(path)).records[:limit]
     started = time.perf_counter()
     scores = StyleFeatureScorer(ranker).score(records)
     seconds = time.perf_counter() - started
@@ -253,12 +272,14 @@ def markdown(report: dict) -> str:
                              f"**{row['ranker']:.3f}** | {row['length_rule']:.3f} | {row['code_rule']:.3f} |")
         lines.append("")
     lines += ["Held-out mixed-style pools, top 25% by the ranker trained without the pool's source:", "",
-              "| pool | records | TTR std pool -> top 25% | MTLD std pool -> top 25% |", "|---|---|---|---|"]
-    for pool in report["mixed_pools"]:
-        lines.append(f"| {pool['pool']} | {pool['records']} | {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f} | "
-                     f"{pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f} |")
+              "| features | pool | records | TTR std pool -> top 25% | MTLD std pool -> top 25% |", "|---|---|---|---|---|"]
+    for key, pools in report.items():
+        for pool in pools if key.startswith("mixed_pools") else ():
+            lines.append(f"| {key.split('(')[1].rstrip(')')} | {pool['pool']} | {pool['records']} | {pool['pool_ttr_std']:.3f} -> "
+                         f"{pool['top_ttr_std']:.3f} | {pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f} |")
     selection = report["alpaca_5000"]
-    lines += ["", f"Alpaca 5000, top 10% by the final ranker: {selection['top10_share_5_words_or_fewer']:.1%} of responses of 5 words or "
+    lines += ["", f"Alpaca 5000 (first {selection['records']} records), top 10% by the final {report['final']['features']} ranker "
+              f"({selection['records_per_second']} records/s): {selection['top10_share_5_words_or_fewer']:.1%} of responses of 5 words or "
               f"fewer (pool {selection['pool_share_5_words_or_fewer']:.1%}), median {selection['top10_median_words']:.0f} words "
               f"(pool {selection['pool_median_words']:.0f})."]
     return "\n".join(lines) + "\n"
@@ -272,11 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-source", type=int, default=None, help="With --generate: at most this many instructions per source.")
     parser.add_argument("-o", "--output", type=Path, default=None, help="Folder to write the final ranker to (trained on every pair).")
     parser.add_argument("--quality-pairs", action="store_true", help="Also train on AlpacaEval stronger-over-weaker pairs.")
+    parser.add_argument("--quality-per-group", type=int, default=None, help="With --quality-pairs: at most this many pairs per generator pair.")
     parser.add_argument("--surprisal", action="store_true", help="Compare with SmolLM2 loss features added (slow on a CPU).")
+    parser.add_argument("--lm", default=None, help="The causal LM of the surprisal features (default: the packaged SmolLM2-135M-Instruct).")
     parser.add_argument("--lm-cache", type=Path, default=Path("bench/out/ranker_surprisal.json"), help="Where SmolLM2 losses are kept.")
     parser.add_argument("--check-limit", type=int, default=None, help="At most this many pairs per AlpacaEval check (LM features cost time).")
+    parser.add_argument("--final-features", choices=list(VARIANTS), default="form",
+                        help="The features of the ranker written to --output (the surprisal ones need --surprisal).")
+    parser.add_argument("--alpaca-limit", type=int, default=None, help="Score only the first N Alpaca records (an LM ranker is slow).")
     parser.add_argument("--report", type=Path, default=None, help="Write every figure as JSON here too.")
     args = parser.parse_args(argv)
+    if args.final_features != "form" and not args.surprisal:
+        parser.error(f"--final-features {args.final_features} needs --surprisal")
 
     if args.generate:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -292,49 +320,51 @@ def main(argv: list[str] | None = None) -> int:
     quality = [
         pair
         for stronger, weaker in (QUALITY_TRAINING if args.quality_pairs else ())
-        for pair in alpaca_eval_pairs(args.data / "alpaca_eval", stronger, weaker)
-        if not in_check_half(pair.instruction)
+        for pair in [pair for pair in alpaca_eval_pairs(args.data / "alpaca_eval", stronger, weaker)
+                     if not in_check_half(pair.instruction)][: args.quality_per_group]
     ]
     checks = alpaca_eval_checks(args.data, args.check_limit)
     everything = synth + gpt35 + quality + [pair for pairs in checks.values() for pair in pairs]
-    surprisal = surprisal_features(everything, args.lm_cache) if args.surprisal else None
+    # GPT-3.5 pairs first: the held-out figure that matters most, should a run be stopped early.
+    surprisal = lm_losses(gpt35 + quality + everything, args.lm_cache, args.lm) if args.surprisal else None
     texts = Texts(everything, surprisal)
     counts = {source: sum(pair.source == source for pair in synth) for source in HUMAN_SOURCES}
     print(f"SmolLM2 pairs per source: {counts} ({dropped} looping or empty answers dropped); GPT-3.5 pairs: {len(gpt35)}; "
           f"AlpacaEval training pairs: {len(quality)}")
 
     report: dict = {"pairs": {"smollm2": counts, "smollm2_dropped": dropped, "gpt35": len(gpt35), "alpaca_eval_training": len(quality)}}
-    variants = {"form": list(FORM_FEATURES)}
-    if surprisal is not None:
-        variants["form + surprisal"] = list(FORM_FEATURES) + list(SURPRISAL_FEATURES)
-    for variant, names in variants.items():
+    for variant, names in VARIANTS.items():
+        if surprisal is None and variant != "form":
+            continue
         report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, checks, names)
         print(f"\n## leave-sources-out, {variant} features")
         for result in results:
             print(f"held out {result['held_out']} (l2 {result['l2']}, {result['training_pairs']} training pairs)")
             for row in result["rows"]:
                 print(f"  {row['pairs']:48s} n={row['count']:4d}  ranker {row['ranker']:.3f}  length {row['length_rule']:.3f}  code {row['code_rule']:.3f}")
-
-    names = list(FORM_FEATURES)
-    report["mixed_pools"] = pools = mixed_pools(texts, synth, gpt35, quality, checks, args.data, names)
-    print("\n## held-out mixed-style pools, top 25%: TTR and MTLD standard deviation")
-    for pool in pools:
-        print(f"  {pool['pool']:58s} n={pool['records']:4d}  TTR {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f}  "
-              f"MTLD {pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f}")
+        report[f"mixed_pools ({variant})"] = pools = mixed_pools(texts, synth, gpt35, quality, args.data, names)
+        print(f"\n## held-out mixed-style pools, {variant} features, top 25%: TTR and MTLD standard deviation")
+        for pool in pools:
+            print(f"  {pool['pool']:58s} n={pool['records']:4d}  TTR {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f}  "
+                  f"MTLD {pool['pool_mtld_std']:.2f} -> {pool['top_mtld_std']:.2f}")
 
     training = synth + gpt35 + quality
+    names = VARIANTS[args.final_features]
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
     ranker = train(texts, training, names, details={
-        "recipe": "logistic regression without intercept on the difference of standardised linguistic-form features of two "
-                  "responses to the same instruction (LLM answer over human answer), each (source, generator) group weighing "
-                  "the same, L2 penalty chosen by leave-one-source-out",
+        "recipe": f"logistic regression without intercept on the difference of standardised {args.final_features} features of "
+                  "two responses to the same instruction (LLM answer over human answer, stronger LLM over weaker), each "
+                  "(source, generator) group weighing the same, L2 penalty chosen by leave-one-source-out",
         "training_pairs": {"smollm2": counts, "gpt35_scar_mix": len(gpt35), "alpaca_eval_quality": len(quality)},
         "command": command,
     })
+    ranker.lm_model = args.lm
     l2 = ranker.details["l2"]
-    report["final"] = {"l2": l2, "training_pairs": len(training), "weights": dict(zip(names, np.round(ranker.weights, 4).tolist()))}
-    report["alpaca_5000"] = selection = alpaca_selection(ranker, args.data / "alpaca/stanford_alpaca_pr152_alpaca_5000.json")
-    print(f"\n## final ranker (l2 {l2}, {len(training)} pairs) on Alpaca 5000, top 10%")
+    report["final"] = {"features": args.final_features, "l2": l2, "training_pairs": len(training),
+                       "weights": dict(zip(names, np.round(ranker.weights, 4).tolist()))}
+    alpaca = args.data / "alpaca/stanford_alpaca_pr152_alpaca_5000.json"
+    report["alpaca_5000"] = selection = alpaca_selection(ranker, alpaca, args.alpaca_limit)
+    print(f"\n## final ranker ({args.final_features}, l2 {l2}, {len(training)} pairs) on Alpaca 5000, top 10%")
     print(json.dumps(selection, indent=1, ensure_ascii=False))
     if args.output is not None:
         ranker.save_pretrained(args.output)

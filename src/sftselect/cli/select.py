@@ -56,7 +56,8 @@ def select_command(
     method: str = typer.Option("scar", "--method", help=f"How to score: {', '.join(method_names())} (plugins included)."),
     ranker: Optional[str] = typer.Option(
         None, "--ranker", metavar="NAME_OR_PATH",
-        help=f"SCAR ranker: a folder in the official format or a hub id (default: the bundled {BUNDLED_RANKER}).",
+        help=f"SCAR ranker: a bundled name (scar-style-surprisal adds SmolLM2 surprisal features, slow on a CPU; scar-minilm-l6), "
+        f"a folder or a hub id (default: the bundled {BUNDLED_RANKER}).",
     ),
     complexity_model: Optional[str] = typer.Option(None, "--complexity-model", help="deita complexity scorer (folder or hub id)."),
     quality_model: Optional[str] = typer.Option(None, "--quality-model", help="deita quality scorer (folder or hub id)."),

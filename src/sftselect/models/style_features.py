@@ -1,8 +1,10 @@
-"""Linguistic-form features of a response: SCAR's first style element, computed from the text alone.
+"""Explicit style features of a response: SCAR's linguistic form (from the text) and instructional surprisal (from an LM).
 
-Every feature is a rate, a share or a logarithm, so that a long and a short text of the same
+Every form feature is a rate, a share or a logarithm, so that a long and a short text of the same
 style get similar values, and none depends on the topic's words (only on function words,
-punctuation, layout and casing). They are cheap: a few regular expressions per text.
+punctuation, layout and casing). They are cheap: a few regular expressions per text. The
+surprisal features come from a small causal LM's losses on the response's first tokens, with and
+without its instruction (`sftselect.models.response_losses`): two LM passes per response.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ FORM_FEATURES: dict[str, str] = {
     "digit_share": "share of non-space characters that are digits",
     "non_ascii_share": "share of non-space characters outside ASCII (emoji, accents, other scripts)",
 }
+
+# Instructional surprisal, from `ResponseLosses.pair_losses` under `SURPRISAL_LM_SETTINGS`, in column order.
+SURPRISAL_FEATURES: dict[str, str] = {
+    "lm_loss_given_instruction": "mean token loss of the response's first 64 tokens given the instruction (causal LM)",
+    "lm_loss_alone": "mean token loss of the same tokens without the instruction",
+    "lm_instruction_gain": "loss alone minus loss given the instruction: how much the instruction predicts the response",
+    "lm_ifd": "loss given the instruction / loss alone (instruction-following difficulty)",
+}
+SURPRISAL_LM_SETTINGS = {"max_response_tokens": 64, "max_instruction_tokens": 128}
 
 HEDGES = frozenset(
     "maybe perhaps probably possibly likely unlikely apparently seemingly arguably roughly "
@@ -147,3 +158,13 @@ def form_features(texts: Sequence[str]) -> np.ndarray:
     for row, text in enumerate(texts):
         matrix[row] = text_form_features(text)
     return matrix
+
+
+def surprisal_features(summed_losses: np.ndarray) -> np.ndarray:
+    """`SURPRISAL_FEATURES` [n, 4] from `ResponseLosses.pair_losses` rows (summed losses given and alone, tokens)."""
+    from sftselect.models.response_losses import CONDITIONAL, TOKENS, UNCONDITIONAL
+
+    summed = np.asarray(summed_losses, dtype=np.float64).reshape(-1, 3)
+    tokens = np.maximum(summed[:, TOKENS], 1.0)
+    given, alone = summed[:, CONDITIONAL] / tokens, summed[:, UNCONDITIONAL] / tokens
+    return np.stack([given, alone, alone - given, given / np.maximum(alone, 1e-6)], axis=1)

@@ -1,10 +1,12 @@
-"""A linear style ranker over linguistic-form features (its scorer: `sftselect.scorers.style_ranker`).
+"""A linear style ranker over explicit style features (its scorer: `sftselect.scorers.style_ranker`).
 
 The ranker is a few hundred numbers in one JSON file (`style_ranker.json`): the feature names,
 the bounds each feature is clipped to, the scaler (mean and scale) and one weight per feature.
 A response's score is `sum(weight * (clip(feature) - mean) / scale)`; only differences between
 scores mean anything. `bench/train_default_ranker.py` trains it on pairs of responses to the
-same instruction (see docs/training.md).
+same instruction (see docs/training.md). A ranker that uses the instructional-surprisal features
+names its causal LM in `lm` (None: the packaged SmolLM2-135M-Instruct) and scores
+(instruction, response) pairs; one over form features alone needs the response text only.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sftselect.errors import ModelLoadError
+from sftselect.errors import ModelLoadError, OptionError
 from sftselect.io.atomic import atomic_path
-from sftselect.models.style_features import FORM_FEATURES, form_features
+from sftselect.models.style_features import (
+    FORM_FEATURES,
+    SURPRISAL_FEATURES,
+    SURPRISAL_LM_SETTINGS,
+    form_features,
+    surprisal_features,
+)
 
 RANKER_FILE = "style_ranker.json"
 RANKER_FORMAT = "sftselect-style-ranker"
@@ -52,8 +60,14 @@ class FeatureRanker:
     weights: np.ndarray
     source: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    lm_model: str | None = None
+    device: str | None = None
+    _lm: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.features if name not in FORM_FEATURES and name not in SURPRISAL_FEATURES]
+        if unknown:
+            raise ModelLoadError(f"the style ranker {self.source or '(in memory)'} uses unknown features: {', '.join(unknown)}")
         for name in ("lower", "upper", "mean", "scale", "weights"):
             values = np.asarray(getattr(self, name), dtype=np.float64)
             if values.shape != (len(self.features),) or not np.isfinite(values).all():
@@ -69,23 +83,46 @@ class FeatureRanker:
         """Features clipped to the ranker's bounds and scaled as in training."""
         return (np.clip(matrix, self.lower, self.upper) - self.mean) / self.scale
 
-    def feature_matrix(self, texts: Sequence[str]) -> np.ndarray:
-        """The ranker's features of `texts`, in its column order."""
-        unknown = [name for name in self.features if name not in FORM_FEATURES]
-        if unknown:
-            raise ModelLoadError(f"the style ranker {self.source or '(in memory)'} uses unknown features: {', '.join(unknown)}")
-        columns = [list(FORM_FEATURES).index(name) for name in self.features]
-        return form_features(texts)[:, columns]
+    @property
+    def needs_lm(self) -> bool:
+        """Whether any feature comes from the causal LM (then scoring needs the instructions too)."""
+        return any(name in SURPRISAL_FEATURES for name in self.features)
+
+    def to(self, device: str | None) -> FeatureRanker:
+        """Run the LM, if the ranker has one, on `device` from the next scoring on; returns the ranker."""
+        self.device, self._lm = device, None
+        return self
+
+    @property
+    def language_model(self) -> Any:
+        """The `ResponseLosses` of the surprisal features (built on first use; the LM loads on first scoring)."""
+        if self._lm is None:
+            from sftselect.models.response_losses import ResponseLosses
+
+            self._lm = ResponseLosses(self.lm_model, **SURPRISAL_LM_SETTINGS, device=self.device)
+        return self._lm
+
+    def feature_matrix(self, responses: Sequence[str], instructions: Sequence[str] | None = None) -> np.ndarray:
+        """The ranker's features of the responses (the LM's need each response's instruction), in its column order."""
+        columns: dict[str, np.ndarray] = {}
+        if any(name in FORM_FEATURES for name in self.features):
+            columns.update(zip(FORM_FEATURES, form_features(responses).T))
+        if self.needs_lm:
+            if instructions is None or len(instructions) != len(responses):
+                raise OptionError("this style ranker's surprisal features need each response's instruction")
+            losses = self.language_model.pair_losses(list(zip(instructions, responses)))
+            columns.update(zip(SURPRISAL_FEATURES, surprisal_features(losses).T))
+        return np.stack([columns[name] for name in self.features], axis=1)
 
     def score_features(self, matrix: np.ndarray) -> np.ndarray:
         """One float64 score per row of a raw feature matrix."""
         return self.standardise(matrix) @ self.weights
 
-    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """One float64 score per response text."""
+    def score_texts(self, texts: Sequence[str], instructions: Sequence[str] | None = None) -> np.ndarray:
+        """One float64 score per response text (`instructions`, one per text, where the ranker needs an LM)."""
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        return self.score_features(self.feature_matrix(texts))
+        return self.score_features(self.feature_matrix(texts, instructions))
 
     def to_json(self) -> dict[str, Any]:
         """What `style_ranker.json` holds."""
@@ -98,6 +135,7 @@ class FeatureRanker:
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
             "weights": self.weights.tolist(),
+            **({"lm": {"model": self.lm_model, **SURPRISAL_LM_SETTINGS}} if self.needs_lm else {}),
             "details": self.details,
         }
 
@@ -125,6 +163,10 @@ class FeatureRanker:
             raise ModelLoadError(f"cannot read the style ranker {path}: {error}") from error
         if not isinstance(content, dict) or content.get("format") != RANKER_FORMAT:
             raise ModelLoadError(f"{path} is not a style ranker (expected \"format\": \"{RANKER_FORMAT}\")")
+        lm = content.get("lm") or {}
+        settings = {key: lm.get(key) for key in SURPRISAL_LM_SETTINGS}
+        if lm and settings != SURPRISAL_LM_SETTINGS:
+            raise ModelLoadError(f"{path}: the LM settings {settings} differ from this version's {SURPRISAL_LM_SETTINGS}")
         try:
             return cls(
                 features=list(content["features"]),
@@ -135,6 +177,7 @@ class FeatureRanker:
                 weights=content["weights"],
                 source=str(name_or_path),
                 details=dict(content.get("details") or {}),
+                lm_model=lm.get("model"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ModelLoadError(f"{path} lacks or misstates a field of a style ranker: {error}") from error

@@ -41,7 +41,7 @@ def _scar(
     from sftselect.scorers.style_ranker import StyleFeatureScorer
 
     if is_style_ranker(model or DEFAULT_RANKER):
-        return StyleFeatureScorer.from_pretrained(model or DEFAULT_RANKER, turn_aggregate=turn_aggregate)
+        return StyleFeatureScorer.from_pretrained(model or DEFAULT_RANKER, turn_aggregate=turn_aggregate, device=device)
     ranker = StyleRanker.from_pretrained(bundled_ranker_path(model or DEFAULT_RANKER), device=device)
     return ScarScorer(ranker, batch_size=batch_size, max_length=max_length, turn_aggregate=turn_aggregate)
 
