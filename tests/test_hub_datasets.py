@@ -249,6 +249,6 @@ def test_every_command_that_reads_data_takes_the_hub_options():
     import typer
 
     commands = typer.main.get_command(app).commands
-    for name in ("select", "score", "embed", "analyze", "inspect", "convert"):
+    for name in ("select", "pairs", "score", "embed", "analyze", "inspect", "convert"):
         flags = {flag for param in commands[name].params for flag in param.opts}
         assert {"--subset", "--split", "--revision", "--streaming"} <= flags, name

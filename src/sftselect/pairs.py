@@ -20,6 +20,7 @@ from sftselect.errors import DataError, OptionError
 from sftselect.io.atomic import check_outputs
 from sftselect.io.containers import RawItem, extension_of
 from sftselect.io.dataset import DETECTION_SAMPLE, Dataset, RecordReader, Skipped, open_source, read_dataset
+from sftselect.io.hub import RepositoryOptions
 from sftselect.io.formats import RecordProblem, is_mapping
 from sftselect.io.preferences import (
     PAIRINGS,
@@ -90,14 +91,20 @@ def make_pairs(
     on_error: str = "raise",
     overwrite: bool = False,
     cache: Any = None,
+    subset: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
 ) -> PairsReport:
     """Write the preference pairs of `sources` to `dest` (JSON or JSONL by its extension); see the module doc.
 
     Exactly one of `order` (input names, best first), `score_files` (one per input, in input
     order) and `method` (a registered scorer, `model` and `method_options` its model and options)
     orders several inputs' answers; one input brings its own ranks. Pairs are those `pair_up`
-    makes with `min_gap` and `pairing`.
+    makes with `min_gap` and `pairing`. `subset`, `split`, `revision` and `streaming` choose
+    what to read of Hub datasets and dataset repository folders, as for `read_dataset`.
     """
+    repository = RepositoryOptions(subset, split, revision, streaming)
     sources = [str(source) for source in sources]
     dest = Path(dest)
     if not sources:
@@ -126,12 +133,12 @@ def make_pairs(
     check_outputs(data_outputs(dest, None, on_error), [*sources, *(score_files or [])], overwrite)
     report = PairsReport(dest)
     if len(sources) == 1:
-        groups = list(_own_groups(sources[0], format, field_map, on_error, report.skipped))
+        groups = list(_own_groups(sources[0], format, field_map, on_error, report.skipped, repository))
     else:
         datasets = []
         with progress("reading", total=len(sources), unit="files") as bar:
             for source in sources:
-                datasets.append(read_dataset(source, format, field_map, on_error))
+                datasets.append(read_dataset(source, format, field_map, on_error, subset=subset, split=split, revision=revision, streaming=streaming))
                 bar.advance(1)
         for data in datasets:
             report.skipped.extend(replace(item, file=data.name) for item in data.skipped)
@@ -147,9 +154,9 @@ def make_pairs(
 
 
 def _own_groups(source: str, format: str | None, field_map: Mapping[str, str] | None, on_error: str,
-                skipped: list[Skipped]) -> Iterator[RankedGroup]:
+                skipped: list[Skipped], repository: RepositoryOptions) -> Iterator[RankedGroup]:
     """The ranked groups one input holds: every OpenAssistant tree's ranked replies, or UltraFeedback's rated completions."""
-    opened = open_source(source)
+    opened = open_source(source, repository=repository)
     reader = RecordReader(opened.name, format, field_map, on_error)
     items = iter(opened.items)
     sample = list(islice(items, DETECTION_SAMPLE))

@@ -13,6 +13,10 @@ from sftselect.cli.options import (
     NoCacheOption,
     OnErrorOption,
     OverwriteOption,
+    RevisionOption,
+    SplitOption,
+    StreamingOption,
+    SubsetOption,
     naming_flags,
     read_arguments,
 )
@@ -71,6 +75,10 @@ def pairs_command(
     cache_path: CachePathOption = None,
     format: FormatOption = None,
     fields: FieldOption = None,
+    subset: SubsetOption = None,
+    split: SplitOption = None,
+    revision: RevisionOption = None,
+    streaming: StreamingOption = False,
     on_error: OnErrorOption = "raise",
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -83,7 +91,7 @@ def pairs_command(
     report = make_pairs(
         sources, output, order=order, score_files=score_files, method=method, model=model, method_options=options,
         min_gap=min_gap, pairing=pairing, overwrite=overwrite, cache=open_cache(no_cache, cache_path) if method else None,
-        **read_arguments(format, fields, on_error),
+        **read_arguments(format, fields, on_error, subset, split, revision, streaming),
     )
     if not is_quiet():
         for line in report.lines():
