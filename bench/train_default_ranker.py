@@ -11,6 +11,10 @@ regression on the difference of the two responses' standardised features).
 - AlpacaEval's generators on the same 805 instructions give LLM-over-LLM pairs of known strength
   order. Their instructions are split in two by a hash: --quality-pairs trains on one half's
   stronger-over-weaker pairs, the other half is only ever a held-out check.
+- Six OASST prompts are also AlpacaEval instructions: its ten generators' answers over the
+  volunteers' replies (180 pairs) check, with OASST held out, how the ranker does on strong LLMs
+  that gave none of its human-versus-LLM training pairs. They never train, and their
+  instructions are kept out of the quality pairs.
 
 Validation holds out whole human sources: train on the pairs of the other sources, rank the
 held-out source's pairs, and beside each figure rank the same pairs by length alone and by a
@@ -50,6 +54,7 @@ from sftselect.training.style_ranker import (
     code_rule_accuracy,
     fit_style_ranker,
     length_rule_accuracy,
+    oasst_alpaca_eval_pairs,
     oasst_top_replies,
     ranker_accuracy,
     scar_gpt35_pairs,
@@ -156,8 +161,9 @@ def evaluation_rows(texts: Texts, groups: dict[str, list[MatchedPair]], ranker, 
 
 
 def leave_sources_out(texts: Texts, synth: list[MatchedPair], gpt35: list[MatchedPair], quality: list[MatchedPair],
-                      checks: dict[str, list[MatchedPair]], names: list[str]) -> list[dict]:
-    """Per held-out human source: the ranker trained without it, on its SmolLM2 (and GPT-3.5) pairs and on AlpacaEval."""
+                      strong: list[MatchedPair], checks: dict[str, list[MatchedPair]], names: list[str]) -> list[dict]:
+    """Per held-out human source: the ranker trained without it, on its SmolLM2 (and GPT-3.5, or AlpacaEval's ten
+    generators: `strong`) pairs and on the AlpacaEval checks."""
     results = []
     for held in HUMAN_SOURCES:
         training = [pair for pair in synth + gpt35 if pair.source != held] + quality
@@ -165,6 +171,9 @@ def leave_sources_out(texts: Texts, synth: list[MatchedPair], gpt35: list[Matche
         groups = {f"{held} / smollm2": [pair for pair in synth if pair.source == held]}
         if held == "scar_human":
             groups[f"{held} / gpt-3.5 mix"] = gpt35
+        groups[f"{held} / {len({pair.generator for pair in strong})} alpaca_eval generators"] = [
+            pair for pair in strong if pair.source == held
+        ]
         groups.update(checks)
         results.append({"held_out": held, "l2": ranker.details["l2"], "training_pairs": len(training), "rows": evaluation_rows(texts, groups, ranker, names)})
     return results
@@ -317,14 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     gpt35 = scar_gpt35_pairs(
         args.data / "sharegpt/scar_open_human_id_selection_1000.json", args.data / "sharegpt/scar_open_mix_gpt35_id_selection_1000.json"
     )
+    strong = oasst_alpaca_eval_pairs(args.data / "oasst/oasst_en_100_tree.jsonl", args.data / "alpaca_eval")
+    strong_instructions = {pair.instruction for pair in strong}
     quality = [
         pair
         for stronger, weaker in (QUALITY_TRAINING if args.quality_pairs else ())
         for pair in [pair for pair in alpaca_eval_pairs(args.data / "alpaca_eval", stronger, weaker)
-                     if not in_check_half(pair.instruction)][: args.quality_per_group]
+                     if not in_check_half(pair.instruction) and pair.instruction not in strong_instructions][: args.quality_per_group]
     ]
     checks = alpaca_eval_checks(args.data, args.check_limit)
-    everything = synth + gpt35 + quality + [pair for pairs in checks.values() for pair in pairs]
+    everything = synth + gpt35 + quality + strong + [pair for pairs in checks.values() for pair in pairs]
     # GPT-3.5 pairs first: the held-out figure that matters most, should a run be stopped early.
     surprisal = lm_losses(gpt35 + quality + everything, args.lm_cache, args.lm) if args.surprisal else None
     texts = Texts(everything, surprisal)
@@ -336,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant, names in VARIANTS.items():
         if surprisal is None and variant != "form":
             continue
-        report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, checks, names)
+        report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, strong, checks, names)
         print(f"\n## leave-sources-out, {variant} features")
         for result in results:
             print(f"held out {result['held_out']} (l2 {result['l2']}, {result['training_pairs']} training pairs)")

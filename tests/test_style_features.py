@@ -44,3 +44,10 @@ def test_a_code_fence_and_inline_code_are_told_apart():
 def test_a_lower_case_pronoun_i_counts_as_informal_casing():
     assert _feature("i know what i want and I say it", "lowercase_i_share") == pytest.approx(2 / 3)
     assert _feature("The answer is 4.", "lowercase_i_share") == 0.0
+
+
+def test_the_llm_register_words_are_counted_per_word_and_topic_words_are_not():
+    # Ten words, two of the register: "crucial" and "additionally".
+    assert _feature("It is crucial to rest. Additionally, drink water every day.", "llm_vocabulary_rate") == pytest.approx(2 / 10)
+    assert _feature("Pancakes brown faster when the pan is hotter.", "llm_vocabulary_rate") == 0.0
+

@@ -15,7 +15,7 @@ from sftselect.records import Record, Turn
 from sftselect.models.style_features import FORM_FEATURES
 from sftselect.models.style_ranker import FeatureRanker
 from sftselect.scorers.style_ranker import StyleFeatureScorer
-from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, synth_answer_pairs
+from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, oasst_alpaca_eval_pairs, synth_answer_pairs
 
 BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-style-features"
 BUNDLED_SURPRISAL = BUNDLED.parent / "scar-style-surprisal"
@@ -170,6 +170,25 @@ def test_answers_that_loop_are_dropped_and_a_bad_line_is_named(tmp_path):
     answers.write_text(answers.read_text() + '{"source": "lima"}\n')
     with pytest.raises(DataError, match="line 3"):
         synth_answer_pairs(answers)
+
+
+def test_oasst_prompts_that_alpaca_eval_asks_pair_each_generator_with_each_volunteer_reply(tmp_path):
+    oasst = tmp_path / "oasst.jsonl"
+    replies = [{"role": "assistant", "text": text, "rank": rank} for rank, text in enumerate(["Use a glass of water.", "Fridge."])]
+    trees = [{"prompt": {"text": INSTRUCTION, "replies": replies}}, {"prompt": {"text": "Unasked?", "replies": replies}}]
+    oasst.write_text("".join(json.dumps(tree) + "\n" for tree in trees))
+    folder = tmp_path / "alpaca_eval"
+    folder.mkdir()
+    for generator in ("claude", "gpt4"):
+        outputs = [{"instruction": INSTRUCTION, "output": f"{generator}: {FULL_ANSWER}"}, {"instruction": "Other?", "output": "No."}]
+        (folder / f"{generator}.model_outputs.json").write_text(json.dumps(outputs))
+
+    pairs = oasst_alpaca_eval_pairs(oasst, folder)
+
+    assert sorted((pair.generator, pair.worse) for pair in pairs) == [
+        ("claude", "Fridge."), ("claude", "Use a glass of water."), ("gpt4", "Fridge."), ("gpt4", "Use a glass of water.")
+    ]
+    assert all(pair.source == "oasst" and pair.better.endswith(FULL_ANSWER) for pair in pairs)
 
 
 def _tiny_data(shared_data: Path, folder: Path) -> Path:

@@ -2,9 +2,10 @@
 
 Every form feature is a rate, a share or a logarithm, so that a long and a short text of the same
 style get similar values, and none depends on the topic's words (only on function words,
-punctuation, layout and casing). They are cheap: a few regular expressions per text. The
-surprisal features come from a small causal LM's losses on the response's first tokens, with and
-without its instruction (`sftselect.models.response_losses`): two LM passes per response.
+punctuation, layout, casing and the register words of `LLM_VOCABULARY`). They are cheap: a few
+regular expressions per text. The surprisal features come from a small causal LM's losses on the
+response's first tokens, with and without its instruction (`sftselect.models.response_losses`):
+two LM passes per response.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ FORM_FEATURES: dict[str, str] = {
     "hedge_rate": "hedges (maybe, perhaps, probably, I think ...) per word",
     "connective_rate": "discourse connectives (however, additionally, overall ...) per word",
     "url_rate": "URLs per word",
+    "llm_vocabulary_rate": "words of the register LLMs overuse (crucial, comprehensive, additionally ...) per word",
     "digit_share": "share of non-space characters that are digits",
     "non_ascii_share": "share of non-space characters outside ASCII (emoji, accents, other scripts)",
 }
@@ -75,6 +77,18 @@ CONNECTIVES = frozenset(
     "alternatively ultimately specifically notably importantly essentially".split()
 )
 CONNECTIVE_PHRASES = ("in addition", "in conclusion", "for example", "for instance", "in summary", "as a result", "on the other hand")
+# Words whose frequency rose sharply with LLM-written text, none tied to a topic: the style words of
+# the excess-vocabulary studies (Kobak et al. 2024, "Delving into ChatGPT usage in academic writing
+# through excess vocabulary"; Liang et al. 2024, "Monitoring AI-modified content at scale") and the
+# register's stock connectives. The list was written from those studies, not fitted to our data.
+LLM_VOCABULARY = frozenset(
+    "additionally crucial essential ensure ensuring enhance enhancing enhances significant significantly comprehensive "
+    "valuable invaluable potential notably notable noteworthy overall various vital pivotal intricate intricacies delve "
+    "delves delving showcase showcasing showcases realm meticulous meticulously seamless seamlessly robust leverage "
+    "leveraging foster fostering underscore underscores streamline navigate navigating landscape tapestry multifaceted "
+    "nuanced paramount commendable innovative versatile profound remarkable insights insightful facilitate facilitating "
+    "utilize utilizing optimal holistic key diverse effectively efficiently ultimately furthermore moreover".split()
+)
 FIRST_SINGULAR = frozenset("i me my mine myself".split())
 FIRST_PLURAL = frozenset("we us our ours ourselves".split())
 SECOND_PERSON = frozenset("you your yours yourself yourselves".split())
@@ -146,6 +160,7 @@ def text_form_features(text: str) -> list[float]:
         "connective_rate": (sum(word in CONNECTIVES for word in word_list) + _phrase_count(lowered, CONNECTIVE_PHRASES))
         * per_word,
         "url_rate": len(_URL.findall(text)) * per_word,
+        "llm_vocabulary_rate": sum(word in LLM_VOCABULARY for word in word_list) * per_word,
         "digit_share": sum(char.isdigit() for char in visible) * per_visible,
         "non_ascii_share": sum(ord(char) > 127 for char in visible) * per_visible,
     }

@@ -120,23 +120,38 @@ def scar_gpt35_pairs(human_path: str | os.PathLike, mix_path: str | os.PathLike)
     ]
 
 
+def _alpaca_eval_outputs(folder: str | os.PathLike, generator: str) -> dict[str, str]:
+    path = Path(folder) / f"{generator}.model_outputs.json"
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(str(path), f"cannot read AlpacaEval outputs: {error}") from error
+    return {item["instruction"]: item["output"] for item in items if str(item.get("output", "")).strip()}
+
+
 def alpaca_eval_pairs(folder: str | os.PathLike, stronger: str, weaker: str) -> list[MatchedPair]:
     """AlpacaEval's `stronger` generator's answer over the `weaker` one's, joined on the instruction."""
-
-    def outputs(generator: str) -> dict[str, str]:
-        path = Path(folder) / f"{generator}.model_outputs.json"
-        try:
-            items = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(str(path), f"cannot read AlpacaEval outputs: {error}") from error
-        return {item["instruction"]: item["output"] for item in items if str(item.get("output", "")).strip()}
-
-    better, worse = outputs(stronger), outputs(weaker)
+    better, worse = _alpaca_eval_outputs(folder, stronger), _alpaca_eval_outputs(folder, weaker)
     return [
         MatchedPair("alpaca_eval", f"{stronger} over {weaker}", instruction, better[instruction], worse[instruction])
         for instruction in better
         if instruction in worse and better[instruction] != worse[instruction]
     ]
+
+
+def oasst_alpaca_eval_pairs(oasst_path: str | os.PathLike, folder: str | os.PathLike) -> list[MatchedPair]:
+    """Every AlpacaEval generator's answer over each OASST volunteer reply, for the OASST prompts AlpacaEval also asks."""
+    replies = oasst_top_replies(oasst_path)
+    pairs = []
+    for path in sorted(Path(folder).glob("*.model_outputs.json")):
+        generator = path.name.removesuffix(".model_outputs.json")
+        for instruction, answer in _alpaca_eval_outputs(folder, generator).items():
+            pairs += [
+                MatchedPair("oasst", generator, instruction, answer, human)
+                for human in replies.get(instruction, ())
+                if human.strip() != answer.strip()
+            ]
+    return pairs
 
 
 def has_code(text: str) -> bool:
