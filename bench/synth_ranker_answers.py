@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="JSONL of source, id, instruction, human, direct.")
     parser.add_argument("--per-source", type=int, default=None, help="At most this many instructions per source.")
     parser.add_argument("--max-tokens", type=int, default=256, help="Longest answer, in tokens.")
-    parser.add_argument("--chunk", type=int, default=48, help="Requests between two rewrites of the output.")
+    parser.add_argument("--chunk", type=int, default=144,
+                        help="Requests between two rewrites of the output; within a chunk, prompts of similar length share a batch.")
     parser.add_argument("--batch-size", type=int, default=48, help="Prompts generated together.")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where available).")
     args = parser.parse_args(argv)

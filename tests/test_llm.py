@@ -111,3 +111,27 @@ def test_the_local_backend_is_greedy_at_temperature_zero_and_caches_replies(tmp_
     again = backend.chat(_ask("Say hi.", "Count to three."), max_tokens=5)
     assert [reply.text for reply in again] == [reply.text for reply in first]
     assert all(reply.cached for reply in again) and not any(reply.cached for reply in first)
+
+
+def test_the_local_backend_batches_prompts_of_similar_length_and_answers_each_in_its_place(tiny_llama_dir):
+    import torch
+
+    backend = TransformersChatBackend(tiny_llama_dir, device="cpu", cache=None)
+    backend.batch_size = 2
+    widths = []
+
+    def generate(input_ids, attention_mask, **options):
+        # The "reply" is the row's own prompt length as one token id, so each reply names its prompt.
+        widths.append(input_ids.shape[1])
+        return torch.cat([input_ids, attention_mask.sum(dim=1, keepdim=True)], dim=1)
+
+    backend.model.generate = generate
+    questions = _ask("Why is the sky blue at noon?", "Hi.", "Explain in detail, step by step, how a bill becomes a law.", "Yo.")
+    prompts = [backend.tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True) for question in questions]
+    lengths = [len(ids) for ids in backend.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+    replies = backend.chat(questions, max_tokens=1)
+
+    assert [reply.text for reply in replies] == [backend.tokenizer.decode([length]).strip() for length in lengths]
+    # The long prompt pads only its own batch: the other batch is as wide as its longest prompt.
+    assert sorted(widths) == sorted([max(lengths), sorted(lengths)[1]])

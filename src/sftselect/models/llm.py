@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sftselect.batching import longest_first
 from sftselect.devices import pick_device
 from sftselect.errors import ModelLoadError, OptionError, SftselectError
 from sftselect.fingerprints import canonical_json, identity_namespace
@@ -287,13 +288,19 @@ class TransformersChatBackend(ChatBackend):
     def _generate(self, requests, temperature, max_tokens, keep) -> None:
         import torch
 
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start : start + self.batch_size]
-            prompts = [
-                self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-                for _, conversation in chunk
-            ]
-            batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompts = [
+            self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+            for _, conversation in requests
+        ]
+        # Prompts of similar length share a batch, so that a long one does not pad all the others.
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        order = longest_first(lengths)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            chunk = [requests[row] for row in rows]
+            batch = self.tokenizer(
+                [prompts[row] for row in rows], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             with torch.inference_mode():
                 output = self.model.generate(
