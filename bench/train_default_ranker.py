@@ -53,9 +53,11 @@ from sftselect.training.style_ranker import (
     alpaca_eval_pairs,
     code_rule_accuracy,
     fit_style_ranker,
+    instruction_interval,
     length_rule_accuracy,
     oasst_alpaca_eval_pairs,
     oasst_top_replies,
+    pair_outcomes,
     ranker_accuracy,
     scar_gpt35_pairs,
     synth_answer_pairs,
@@ -150,10 +152,15 @@ def evaluation_rows(texts: Texts, groups: dict[str, list[MatchedPair]], ranker, 
     rows = []
     for name, pairs in groups.items():
         if pairs:
+            better, worse = texts.matrices(pairs, names)
+            outcomes = pair_outcomes(ranker.score_features(better), ranker.score_features(worse))
+            low, high = instruction_interval(outcomes, [pair.instruction for pair in pairs])
             rows.append({
                 "pairs": name,
                 "count": len(pairs),
-                "ranker": round(ranker_accuracy(ranker, *texts.matrices(pairs, names)), 3),
+                "instructions": len({pair.instruction for pair in pairs}),
+                "ranker": round(float(np.mean(outcomes)), 3),
+                "ranker_95": [round(low, 3), round(high, 3)],
                 "length_rule": round(length_rule_accuracy(pairs), 3),
                 "code_rule": round(code_rule_accuracy(pairs), 3),
             })
@@ -274,11 +281,14 @@ def markdown(report: dict) -> str:
             continue
         lines += [f"Leave-sources-out, {key.split('(')[1].rstrip(')')} features (pairwise accuracy: LLM answer above the human one, "
                   "or the stronger generator's above the weaker's):", "",
-                  "| held out (L2, training pairs) | pairs | n | ranker | length rule | code rule |", "|---|---|---|---|---|---|"]
+                  "| held out (L2, training pairs) | pairs | n (instructions) | ranker (95%, instructions resampled) | length rule | code rule |",
+                  "|---|---|---|---|---|---|"]
         for result in results:
             for row in result["rows"]:
-                lines.append(f"| {result['held_out']} ({result['l2']}, {result['training_pairs']}) | {row['pairs']} | {row['count']} | "
-                             f"**{row['ranker']:.3f}** | {row['length_rule']:.3f} | {row['code_rule']:.3f} |")
+                low, high = row["ranker_95"]
+                lines.append(f"| {result['held_out']} ({result['l2']}, {result['training_pairs']}) | {row['pairs']} | {row['count']} "
+                             f"({row['instructions']}) | **{row['ranker']:.3f}** ({low:.2f}-{high:.2f}) | {row['length_rule']:.3f} | "
+                             f"{row['code_rule']:.3f} |")
         lines.append("")
     lines += ["Held-out mixed-style pools, top 25% by the ranker trained without the pool's source:", "",
               "| features | pool | records | TTR std pool -> top 25% | MTLD std pool -> top 25% |", "|---|---|---|---|---|"]
@@ -352,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         for result in results:
             print(f"held out {result['held_out']} (l2 {result['l2']}, {result['training_pairs']} training pairs)")
             for row in result["rows"]:
-                print(f"  {row['pairs']:48s} n={row['count']:4d}  ranker {row['ranker']:.3f}  length {row['length_rule']:.3f}  code {row['code_rule']:.3f}")
+                print(f"  {row['pairs']:48s} n={row['count']:4d}  ranker {row['ranker']:.3f} ({row['ranker_95'][0]:.2f}-{row['ranker_95'][1]:.2f})"
+                      f"  length {row['length_rule']:.3f}  code {row['code_rule']:.3f}")
         report[f"mixed_pools ({variant})"] = pools = mixed_pools(texts, synth, gpt35, quality, args.data, names)
         print(f"\n## held-out mixed-style pools, {variant} features, top 25%: TTR and MTLD standard deviation")
         for pool in pools:

@@ -15,7 +15,13 @@ from sftselect.records import Record, Turn
 from sftselect.models.style_features import FORM_FEATURES
 from sftselect.models.style_ranker import FeatureRanker
 from sftselect.scorers.style_ranker import StyleFeatureScorer
-from sftselect.training.style_ranker import fit_style_ranker, is_degenerate, oasst_alpaca_eval_pairs, synth_answer_pairs
+from sftselect.training.style_ranker import (
+    fit_style_ranker,
+    instruction_interval,
+    is_degenerate,
+    oasst_alpaca_eval_pairs,
+    synth_answer_pairs,
+)
 
 BUNDLED = Path(sftselect.__file__).parent / "data" / "rankers" / "scar-style-features"
 BUNDLED_SURPRISAL = BUNDLED.parent / "scar-style-surprisal"
@@ -157,6 +163,17 @@ def test_training_learns_the_direction_that_separates_better_from_worse():
     better[:, 1] += 2.0
     ranker = fit_style_ranker(better, worse, ["comma_rate", "list_line_share", "hedge_rate"], l2=0.1)
     assert np.argmax(ranker.weights) == 1 and ranker.weights[1] > 0
+
+
+def test_the_accuracy_interval_resamples_whole_instructions_not_single_pairs():
+    # Ten instructions of ten pairs each, every pair of an instruction right or every one wrong: 70% right.
+    outcomes = np.repeat([1.0] * 7 + [0.0] * 3, 10)
+    low, high = instruction_interval(outcomes, [f"instruction {index // 10}" for index in range(100)])
+    independent_low, independent_high = instruction_interval(outcomes, [f"instruction {index}" for index in range(100)])
+
+    assert low < 0.7 < high and independent_low < 0.7 < independent_high
+    assert high - low > 1.8 * (independent_high - independent_low)
+    assert instruction_interval(np.ones(5), list("abcde")) == (1.0, 1.0)
 
 
 def test_answers_that_loop_are_dropped_and_a_bad_line_is_named(tmp_path):

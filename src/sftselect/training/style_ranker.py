@@ -159,9 +159,35 @@ def has_code(text: str) -> bool:
     return bool(_CODE_LINE.search(text))
 
 
+def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
+    """Per pair: 1 where the better response scores higher, 0 where lower, 0.5 for a tie."""
+    return (better > worse) + 0.5 * (better == worse)
+
+
 def _rule_accuracy(better: np.ndarray, worse: np.ndarray) -> float:
     """Share of pairs the rule orders right; a tie counts as half."""
-    return float(np.mean((better > worse) + 0.5 * (better == worse))) if len(better) else float("nan")
+    return float(np.mean(pair_outcomes(better, worse))) if len(better) else float("nan")
+
+
+def instruction_interval(
+    outcomes: np.ndarray, instructions: Sequence[str], rounds: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% bootstrap interval of a pairwise accuracy that resamples whole instructions.
+
+    Pairs that share an instruction (one LLM answer against several volunteer replies, or ten
+    generators against one reply) are not independent, so the instruction is the unit drawn.
+    """
+    groups: dict[str, list[float]] = {}
+    for instruction, outcome in zip(instructions, outcomes):
+        groups.setdefault(instruction, []).append(float(outcome))
+    if not groups:
+        return float("nan"), float("nan")
+    sums = np.array([sum(values) for values in groups.values()])
+    counts = np.array([len(values) for values in groups.values()])
+    draws = np.random.default_rng(seed).integers(0, len(groups), size=(rounds, len(groups)))
+    accuracies = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.quantile(accuracies, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def length_rule_accuracy(pairs: Sequence[MatchedPair]) -> float:
