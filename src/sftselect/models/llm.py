@@ -292,15 +292,13 @@ class TransformersChatBackend(ChatBackend):
             self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
             for _, conversation in requests
         ]
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         # Prompts of similar length share a batch, so that a long one does not pad all the others.
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order = longest_first(lengths)
+        order = longest_first([len(ids) for ids in encoded])
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             chunk = [requests[row] for row in rows]
-            batch = self.tokenizer(
-                [prompts[row] for row in rows], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.device)
+            batch = self.tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(self.device)
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             with torch.inference_mode():
                 output = self.model.generate(
