@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -19,6 +18,7 @@ from sftselect.training.finetune import (
     FINETUNE_FOLDER,
     FinetuneResult,
     FinetuneSettings,
+    finish_run,
     load_base_model,
     lora_config,
     planned_steps,
@@ -199,7 +199,6 @@ def dpo_finetune(
         save_trained(trainer, tokenizer, staging, settings.merge)
         if sft_folder is not None:
             shutil.copytree(sft_folder, staging / "sft-adapter")
-        seconds = time.perf_counter() - started
         summary = {
             "method": "dpo",
             "base_model": str(model_name_or_path),
@@ -209,22 +208,10 @@ def dpo_finetune(
             "pairs": len(pairs),
             "examples": kept,
             "dropped_pairs": len(pairs) - kept,
-            "steps": outcome.global_step,
-            "losses": log.losses,
             "log": log.steps,
-            "seconds": round(seconds, 1),
         }
-        (staging / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return FinetuneResult(
-        output_dir=output,
-        adapter_dir=output / "adapter",
-        merged_dir=output / "merged" if settings.merge else None,
-        examples=kept,
-        dropped=len(pairs) - kept,
-        steps=outcome.global_step,
-        final_loss=log.losses[-1] if log.losses else None,
-        seconds=seconds,
-    )
+        result = finish_run(staging, output, settings, summary, kept, len(pairs) - kept, outcome, log, started)
+    return result
 
 
 def _completion_ids(tokenizer: Any, prompt: Any, completion: Any) -> tuple[list[int], list[int]]:

@@ -282,6 +282,26 @@ FINETUNE_FOLDER = FolderKind(
 )
 
 
+def finish_run(
+    staging: Path, output: Path, settings: FinetuneSettings, summary: dict[str, Any], examples: int, dropped: int,
+    outcome: Any, log: _TrainingLog, started: float,
+) -> FinetuneResult:
+    """Write the run's `finetune.json` (`summary` with its steps, losses and seconds) into `staging`; the result."""
+    seconds = time.perf_counter() - started
+    summary = {**summary, "steps": outcome.global_step, "losses": log.losses, "seconds": round(seconds, 1)}
+    (staging / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return FinetuneResult(
+        output_dir=output,
+        adapter_dir=output / "adapter",
+        merged_dir=output / "merged" if settings.merge else None,
+        examples=examples,
+        dropped=dropped,
+        steps=outcome.global_step,
+        final_loss=log.losses[-1] if log.losses else None,
+        seconds=seconds,
+    )
+
+
 def finetune_output(folder: str | os.PathLike) -> Output:
     """The folder `finetune` writes, for checking before training."""
     return Output(Path(folder), FINETUNE_FOLDER)
@@ -324,7 +344,6 @@ def finetune(
         )
         outcome, log = train_with_progress(trainer, planned_steps(len(examples), settings))
         save_trained(trainer, tokenizer, staging, settings.merge)
-        seconds = time.perf_counter() - started
         summary = {
             "method": "sft",
             "base_model": str(model_name_or_path),
@@ -333,18 +352,6 @@ def finetune(
             "records": len(records),
             "examples": len(examples),
             "dropped_records": dropped,
-            "steps": outcome.global_step,
-            "losses": log.losses,
-            "seconds": round(seconds, 1),
         }
-        (staging / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return FinetuneResult(
-        output_dir=output,
-        adapter_dir=output / "adapter",
-        merged_dir=output / "merged" if settings.merge else None,
-        examples=len(examples),
-        dropped=dropped,
-        steps=outcome.global_step,
-        final_loss=log.losses[-1] if log.losses else None,
-        seconds=seconds,
-    )
+        result = finish_run(staging, output, settings, summary, len(examples), dropped, outcome, log, started)
+    return result
