@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import zlib
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -129,10 +130,37 @@ def spool_stream(source: str | Path) -> Spool:
     if from_stdin and sys.stdin.isatty():
         raise OptionError("'-' reads the data from standard input, which is a terminal here; pipe or redirect the data in")
     spool = tempfile.NamedTemporaryFile(prefix="sftselect-stream-", suffix=extension_of(Path(source).name) or "")
-    with open(sys.stdin.fileno(), "rb", closefd=False) if from_stdin else open(source, "rb") as stream:
-        shutil.copyfileobj(stream, spool, 1 << 20)
+
+    def copy() -> None:
+        with open(sys.stdin.fileno(), "rb", closefd=False) if from_stdin else open(source, "rb") as stream:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+
+    _run_interruptibly(copy)
     spool.flush()
     return Spool("<stdin>" if from_stdin else str(source), spool)
+
+
+def _run_interruptibly(work) -> None:
+    """Run blocking I/O on a worker thread while this thread waits in short slices.
+
+    Python acts on Ctrl-C only between bytecodes: a SIGINT that lands just before a blocking
+    read starts on this thread is noticed when the read returns, which on a silent pipe is never.
+    Waiting in slices notices it within a tenth of a second.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            failure.append(error)
+
+    worker = threading.Thread(target=run, name="sftselect-stream-reader", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if failure:
+        raise failure[0]
 
 
 def sniff_container(path: Path) -> str:
