@@ -124,14 +124,18 @@ def in_check_half(instruction: str) -> bool:
     return int(hashlib.sha256(instruction.strip().encode("utf-8")).hexdigest(), 16) % 2 == 1
 
 
-def train(texts: Texts, pairs: list[MatchedPair], names: list[str], l2: float | None = None, details: dict | None = None):
-    """The ranker fit on `pairs`, each (source, generator) group weighing the same; L2 chosen inside them unless given."""
-    l2 = choose_l2(texts, pairs, names) if l2 is None else l2
+def train(texts: Texts, pairs: list[MatchedPair], names: list[str], l2: float | None = None, details: dict | None = None,
+          quality_weight: float = 1.0):
+    """The ranker fit on `pairs`, each (source, generator) group weighing the same (AlpacaEval quality groups
+    `quality_weight` times as much); L2 chosen inside them unless given."""
+    l2 = choose_l2(texts, pairs, names, quality_weight) if l2 is None else l2
     groups = [f"{pair.source} / {pair.generator}" for pair in pairs]
-    return fit_style_ranker(*texts.matrices(pairs, names), names, l2, groups=groups, details={**(details or {}), "l2": l2})
+    weights = {group: quality_weight for group in groups if group.startswith("alpaca_eval / ")}
+    return fit_style_ranker(*texts.matrices(pairs, names), names, l2, groups=groups, details={**(details or {}), "l2": l2},
+                            group_weights=weights)
 
 
-def choose_l2(texts: Texts, training: list[MatchedPair], names: list[str]) -> float:
+def choose_l2(texts: Texts, training: list[MatchedPair], names: list[str], quality_weight: float = 1.0) -> float:
     """The L2 penalty with the best mean accuracy when each training source is held out from the others in turn."""
     sources = sorted({pair.source for pair in training if pair.source in HUMAN_SOURCES})
     if len(sources) < 2:
@@ -142,7 +146,7 @@ def choose_l2(texts: Texts, training: list[MatchedPair], names: list[str]) -> fl
         for held in sources:
             fit = [pair for pair in training if pair.source != held]
             test = [pair for pair in training if pair.source == held]
-            ranker = train(texts, fit, names, l2)
+            ranker = train(texts, fit, names, l2, quality_weight=quality_weight)
             accuracies.append(ranker_accuracy(ranker, *texts.matrices(test, names)))
         scores.append(float(np.mean(accuracies)))
     return L2_GRID[int(np.argmax(scores))]
@@ -168,13 +172,14 @@ def evaluation_rows(texts: Texts, groups: dict[str, list[MatchedPair]], ranker, 
 
 
 def leave_sources_out(texts: Texts, synth: list[MatchedPair], gpt35: list[MatchedPair], quality: list[MatchedPair],
-                      strong: list[MatchedPair], checks: dict[str, list[MatchedPair]], names: list[str]) -> list[dict]:
+                      strong: list[MatchedPair], checks: dict[str, list[MatchedPair]], names: list[str],
+                      quality_weight: float = 1.0) -> list[dict]:
     """Per held-out human source: the ranker trained without it, on its SmolLM2 (and GPT-3.5, or AlpacaEval's ten
     generators: `strong`) pairs and on the AlpacaEval checks."""
     results = []
     for held in HUMAN_SOURCES:
         training = [pair for pair in synth + gpt35 if pair.source != held] + quality
-        ranker = train(texts, training, names)
+        ranker = train(texts, training, names, quality_weight=quality_weight)
         groups = {f"{held} / smollm2": [pair for pair in synth if pair.source == held]}
         if held == "scar_human":
             groups[f"{held} / gpt-3.5 mix"] = gpt35
@@ -221,7 +226,7 @@ def spread_check(scores: np.ndarray, records: list[Record], keep: float) -> dict
     }
 
 
-def mixed_pools(texts: Texts, synth, gpt35, quality, data: Path, names: list[str]) -> list[dict]:
+def mixed_pools(texts: Texts, synth, gpt35, quality, data: Path, names: list[str], quality_weight: float = 1.0) -> list[dict]:
     """Per held-out source, its human and LLM answers to the same instructions, ranked by the ranker trained without it.
 
     With form features only, also the check half of AlpacaEval's six generators (no LM features are computed for it).
@@ -229,7 +234,7 @@ def mixed_pools(texts: Texts, synth, gpt35, quality, data: Path, names: list[str
     results = []
     for held in HUMAN_SOURCES:
         training = [pair for pair in synth + gpt35 if pair.source != held] + quality
-        ranker = train(texts, training, names)
+        ranker = train(texts, training, names, quality_weight=quality_weight)
         held_pairs = [pair for pair in synth + gpt35 if pair.source == held]
         answers = list(dict.fromkeys((pair.instruction, text) for pair in held_pairs for text in (pair.worse, pair.better)))
         columns = [texts.names.index(name) for name in names]
@@ -238,7 +243,7 @@ def mixed_pools(texts: Texts, synth, gpt35, quality, data: Path, names: list[str
         results.append({"pool": f"{held}: human + {'SmolLM2 + GPT-3.5' if held == 'scar_human' else 'SmolLM2'}", **spread_check(scores, records, 0.25)})
     if any(name in SURPRISAL_FEATURES for name in names):
         return results
-    ranker = train(texts, synth + gpt35 + quality, names)
+    ranker = train(texts, synth + gpt35 + quality, names, quality_weight=quality_weight)
     pool = []
     for generator in STRENGTH_ORDER:
         items = json.loads((data / "alpaca_eval" / f"{generator}.model_outputs.json").read_text(encoding="utf-8"))
@@ -313,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None, help="Folder to write the final ranker to (trained on every pair).")
     parser.add_argument("--quality-pairs", action="store_true", help="Also train on AlpacaEval stronger-over-weaker pairs.")
     parser.add_argument("--quality-per-group", type=int, default=None, help="With --quality-pairs: at most this many pairs per generator pair.")
+    parser.add_argument("--quality-weight", type=float, default=1.0,
+                        help="With --quality-pairs: how much each AlpacaEval generator pair weighs against one human source's pairs.")
     parser.add_argument("--surprisal", action="store_true", help="Compare with SmolLM2 loss features added (slow on a CPU).")
     parser.add_argument("--lm", default=None, help="The causal LM of the surprisal features (default: the packaged SmolLM2-135M-Instruct).")
     parser.add_argument("--lm-cache", type=Path, default=Path("bench/out/ranker_surprisal.json"), help="Where SmolLM2 losses are kept.")
@@ -357,14 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     for variant, names in VARIANTS.items():
         if surprisal is None and variant != "form":
             continue
-        report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, strong, checks, names)
+        report[f"leave_sources_out ({variant})"] = results = leave_sources_out(texts, synth, gpt35, quality, strong, checks, names, args.quality_weight)
         print(f"\n## leave-sources-out, {variant} features")
         for result in results:
             print(f"held out {result['held_out']} (l2 {result['l2']}, {result['training_pairs']} training pairs)")
             for row in result["rows"]:
                 print(f"  {row['pairs']:48s} n={row['count']:4d}  ranker {row['ranker']:.3f} ({row['ranker_95'][0]:.2f}-{row['ranker_95'][1]:.2f})"
                       f"  length {row['length_rule']:.3f}  code {row['code_rule']:.3f}")
-        report[f"mixed_pools ({variant})"] = pools = mixed_pools(texts, synth, gpt35, quality, args.data, names)
+        report[f"mixed_pools ({variant})"] = pools = mixed_pools(texts, synth, gpt35, quality, args.data, names, args.quality_weight)
         print(f"\n## held-out mixed-style pools, {variant} features, top 25%: TTR and MTLD standard deviation")
         for pool in pools:
             print(f"  {pool['pool']:58s} n={pool['records']:4d}  TTR {pool['pool_ttr_std']:.3f} -> {pool['top_ttr_std']:.3f}  "
@@ -376,10 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     ranker = train(texts, training, names, details={
         "recipe": f"logistic regression without intercept on the difference of standardised {args.final_features} features of "
                   "two responses to the same instruction (LLM answer over human answer, stronger LLM over weaker), each "
-                  "(source, generator) group weighing the same, L2 penalty chosen by leave-one-source-out",
+                  "(source, generator) group weighing the same"
+                  + (f" (AlpacaEval quality groups {args.quality_weight:g} times as much)" if args.quality_weight != 1 else "")
+                  + ", L2 penalty chosen by leave-one-source-out",
         "training_pairs": {"smollm2": counts, "gpt35_scar_mix": len(gpt35), "alpaca_eval_quality": len(quality)},
         "command": command,
-    })
+    }, quality_weight=args.quality_weight)
     ranker.lm_model = args.lm
     l2 = ranker.details["l2"]
     report["final"] = {"features": args.final_features, "l2": l2, "training_pairs": len(training),

@@ -165,6 +165,22 @@ def test_training_learns_the_direction_that_separates_better_from_worse():
     assert np.argmax(ranker.weights) == 1 and ranker.weights[1] > 0
 
 
+def test_a_group_weight_decides_between_groups_that_disagree():
+    # Group "a" (100 pairs) prefers feature 0 high, group "b" (300 pairs) prefers it low: equal group weights cancel.
+    rng = np.random.default_rng(2)
+    better, worse = rng.normal(0, 1, (400, 2)), rng.normal(0, 1, (400, 2))
+    better[:100, 0] += 1.5
+    better[100:, 0] -= 1.5
+    groups = ["a"] * 100 + ["b"] * 300
+    features = ["comma_rate", "hedge_rate"]
+
+    def weight(group_weights):
+        return fit_style_ranker(better, worse, features, l2=0.1, groups=groups, group_weights=group_weights).weights[0]
+
+    assert abs(weight(None)) < 0.1
+    assert weight({"a": 4.0}) > 0.3 and weight({"b": 4.0}) < -0.3
+
+
 def test_the_accuracy_interval_resamples_whole_instructions_not_single_pairs():
     # Ten instructions of ten pairs each, every pair of an instruction right or every one wrong: 70% right.
     outcomes = np.repeat([1.0] * 7 + [0.0] * 3, 10)

@@ -239,11 +239,12 @@ def fit_style_ranker(
     l2: float,
     groups: Sequence[str] | None = None,
     details: dict[str, Any] | None = None,
+    group_weights: Mapping[str, float] | None = None,
 ) -> FeatureRanker:
     """A `FeatureRanker` over `features` (the matrices' columns), fit so that each `better` row outscores its `worse` row.
 
     With `groups` (one name per pair, such as its source and generator), every group weighs the
-    same in the loss however many pairs it has.
+    same in the loss however many pairs it has, times its `group_weights` entry where it has one.
     """
     if len(better) == 0 or better.shape != worse.shape or better.shape[1] != len(features):
         raise OptionError(
@@ -261,8 +262,9 @@ def fit_style_ranker(
     scaler = FeatureRanker(list(features), lower, upper, mean, scale, np.zeros(len(features)))
     pair_weights = None
     if groups is not None:
-        _, index, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-        pair_weights = 1.0 / sizes[index]
+        names, index, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+        scale_by = np.array([(group_weights or {}).get(str(name), 1.0) for name in names])
+        pair_weights = scale_by[index] / sizes[index]
     weights = fit_pairwise_logistic(scaler.standardise(better) - scaler.standardise(worse), l2, pair_weights)
     return FeatureRanker(list(features), lower, upper, mean, scale, weights, details=dict(details or {}))
 
