@@ -130,7 +130,7 @@ def train(texts: Texts, pairs: list[MatchedPair], names: list[str], l2: float | 
     `quality_weight` times as much); L2 chosen inside them unless given."""
     l2 = choose_l2(texts, pairs, names, quality_weight) if l2 is None else l2
     groups = [f"{pair.source} / {pair.generator}" for pair in pairs]
-    weights = {group: quality_weight for group in groups if group.startswith("alpaca_eval / ")}
+    weights = {group: quality_weight for group, pair in zip(groups, pairs) if pair.source == "alpaca_eval"}
     return fit_style_ranker(*texts.matrices(pairs, names), names, l2, groups=groups, details={**(details or {}), "l2": l2},
                             group_weights=weights)
 
