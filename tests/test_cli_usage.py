@@ -7,8 +7,10 @@ calls, to keep the run short. Then files the operating system refuses, and strea
 
 from __future__ import annotations
 
+import errno
 import gzip
 import inspect
+import io
 import json
 import os
 import pty
@@ -24,6 +26,7 @@ import pytest
 import typer
 
 from sftselect import cli
+from sftselect.io import containers
 
 SCRIPT = Path(sys.executable).with_name("sftselect")
 
@@ -351,3 +354,31 @@ def test_ctrl_c_while_waiting_for_a_fifo_exits_130(tmp_path):
         process.kill()
     assert "Traceback" not in stderr
     assert process.returncode == 130
+
+
+def _raises_eio(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.read(4096)
+    except OSError as error:
+        return error.errno == errno.EIO
+    return False
+
+
+@pytest.mark.skipif(not _raises_eio("/proc/self/mem"), reason="reading /proc/self/mem gives no I/O error on this system")
+def test_a_read_error_names_the_file_it_came_from():
+    # An error on an open handle carries no file name; the message must still say which input failed.
+    assert_one_line(run_script("inspect", "/proc/self/mem"), "/proc/self/mem: input/output error")
+
+
+def test_a_read_error_on_a_stream_names_the_stream(tmp_path, monkeypatch, capsys):
+    fifo = tmp_path / "d.jsonl"
+    os.mkfifo(fifo)
+
+    class FailingStream(io.RawIOBase):
+        def read(self, size=-1):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(containers, "open", lambda *arguments, **options: FailingStream(), raising=False)
+    code, _, stderr = run_main(monkeypatch, capsys, "inspect", str(fifo))
+    assert_one_line_error(stderr, code, f"{fifo}: input/output error")

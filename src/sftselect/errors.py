@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class SftselectError(Exception):
@@ -67,6 +69,17 @@ class OptionError(SftselectError):
 
 def _option_error(template: str, options: tuple[str, ...]) -> OptionError:
     return OptionError(template, options=options)
+
+
+@contextmanager
+def naming_os_errors(path: str) -> Iterator[None]:
+    """An OSError raised inside that names no file (a read on an open handle: an I/O error) names `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = path
+        raise
 
 
 def describe_os_error(error: OSError) -> str:

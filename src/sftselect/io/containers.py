@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftselect.errors import DataError, OptionError
+from sftselect.errors import DataError, OptionError, naming_os_errors
 
 CONTAINERS = ("json", "jsonl", "json.gz", "jsonl.gz", "parquet", "csv", "hf_disk", "hf_dataset", "hf_repo")
 EXTENSIONS = {
@@ -129,15 +128,22 @@ def spool_stream(source: str | Path) -> Spool:
     from_stdin = str(source) == STDIN
     if from_stdin and sys.stdin.isatty():
         raise OptionError("'-' reads the data from standard input, which is a terminal here; pipe or redirect the data in")
+    name = "<stdin>" if from_stdin else str(source)
     spool = tempfile.NamedTemporaryFile(prefix="sftselect-stream-", suffix=extension_of(Path(source).name) or "")
 
     def copy() -> None:
         with open(sys.stdin.fileno(), "rb", closefd=False) if from_stdin else open(source, "rb") as stream:
-            shutil.copyfileobj(stream, spool, 1 << 20)
+            while True:
+                with naming_os_errors(name):
+                    chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                with naming_os_errors(spool.name):
+                    spool.write(chunk)
 
     _run_interruptibly(copy)
     spool.flush()
-    return Spool("<stdin>" if from_stdin else str(source), spool)
+    return Spool(name, spool)
 
 
 def _run_interruptibly(work) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from sftselect.errors import DataError, OptionError
+from sftselect.errors import DataError, OptionError, naming_os_errors
 from sftselect.io.containers import (
     Layout,
     RawItem,
@@ -157,6 +157,13 @@ def open_source(
     path = Path(source)
     if not path.exists():
         raise DataError(str(path), "no such file or folder")
+    with naming_os_errors(str(path)):
+        opened = _open_path(path, keep_text, batch_size, only, repository)
+    return replace(opened, items=_naming_read_errors(opened.items, str(path)))
+
+
+def _open_path(path: Path, keep_text: bool, batch_size: int, only: set[int] | None, repository: RepositoryOptions) -> Source:
+    """A file or folder that exists, opened by its container."""
     container = container_of(path)
     if container is None:
         if path.is_dir():
@@ -188,6 +195,12 @@ def _open_repository(location: str, path: Path | None, repository: RepositoryOpt
     dataset = load_repository(location, repository, label)
     layout = Layout(columns=list(dataset.column_names or []))
     return Source(path, "hf_repo", layout, iter_hf_rows(dataset, batch_size, label), hf_dataset=dataset, label=label)
+
+
+def _naming_read_errors(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
+    """The items, with an OSError raised while reading them that names no file naming `name`."""
+    with naming_os_errors(name):
+        yield from items
 
 
 def _named(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
