@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     training = synth + gpt35 + quality
     names = VARIANTS[args.final_features]
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
+    command = "python " + shlex.join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
     ranker = train(texts, training, names, details={
         "recipe": f"logistic regression without intercept on the difference of standardised {args.final_features} features of "
                   "two responses to the same instruction (LLM answer over human answer, stronger LLM over weaker), each "
