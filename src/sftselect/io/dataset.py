@@ -159,7 +159,7 @@ def open_source(
         raise DataError(str(path), "no such file or folder")
     with naming_os_errors(str(path)):
         opened = _open_path(path, keep_text, batch_size, only, repository)
-    return replace(opened, items=_naming_read_errors(opened.items, str(path)))
+    return replace(opened, items=_named(opened.items, str(path)))
 
 
 def _open_path(path: Path, keep_text: bool, batch_size: int, only: set[int] | None, repository: RepositoryOptions) -> Source:
@@ -197,16 +197,12 @@ def _open_repository(location: str, path: Path | None, repository: RepositoryOpt
     return Source(path, "hf_repo", layout, iter_hf_rows(dataset, batch_size, label), hf_dataset=dataset, label=label)
 
 
-def _naming_read_errors(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
-    """The items, with an OSError raised while reading them that names no file naming `name`."""
-    with naming_os_errors(name):
-        yield from items
-
-
 def _named(items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
-    """The items, with a DataError raised while reading them naming `name` in place of the file read."""
+    """The items, with an error raised while reading them naming `name`: a DataError in place of the file
+    read, an OSError (such as an I/O error on the open file) where it names no file."""
     try:
-        yield from items
+        with naming_os_errors(name):
+            yield from items
     except DataError as error:
         raise error.at(name) from None
 
